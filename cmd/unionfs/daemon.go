@@ -1,0 +1,296 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	ufs "github.com/unionfs/unionfs/fs"
+)
+
+// The background server is this program started again with the same
+// arguments; these variables tell it so.
+const (
+	envDaemon  = "_UNIONFS_DAEMON"   // fd of the pipe to report readiness on
+	envLogFile = "_UNIONFS_LOG_FILE" // where to log
+)
+
+func isDaemonChild() bool { return os.Getenv(envDaemon) != "" }
+
+// mountRecord describes a live mount in the runtime directory, for umount
+// (and inspection): which process serves it and what it stacks.
+type mountRecord struct {
+	Mountpoint string    `json:"mountpoint"`
+	PID        int       `json:"pid"`
+	Lowers     []string  `json:"lowers"`
+	Upper      string    `json:"upper,omitempty"`
+	Workdir    string    `json:"workdir,omitempty"`
+	ReadOnly   bool      `json:"readOnly"`
+	LogFile    string    `json:"logFile,omitempty"`
+	Started    time.Time `json:"started"`
+}
+
+// runtimeDir holds the records of this user's mounts.
+func runtimeDir() string {
+	if os.Geteuid() == 0 {
+		return "/run/unionfs"
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "unionfs")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("unionfs-%d", os.Geteuid()))
+}
+
+// recordPath names the record (and, with ext ".log", the default log) of the
+// mount at mnt.
+func recordPath(mnt, ext string) string {
+	name := strings.ReplaceAll(strings.Trim(mnt, "/"), "/", "-")
+	if name == "" {
+		name = "-"
+	}
+	return filepath.Join(runtimeDir(), "mounts", name+ext)
+}
+
+// startDaemon starts the server in the background and waits until it
+// reports that the mount is live, or why it failed.
+func startDaemon(args []string, mnt, logFile string) error {
+	if logFile == "" {
+		logFile = recordPath(mnt, ".log")
+	}
+	if err := os.MkdirAll(filepath.Dir(logFile), 0o700); err != nil {
+		return fmt.Errorf("create log dir: %w", err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own executable: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	cmd := exec.Command(exe, append([]string{"mount"}, args...)...)
+	cmd.Env = append(os.Environ(), envDaemon+"=3", envLogFile+"="+logFile)
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("start server: %w", err)
+	}
+	w.Close()
+	msg, _ := io.ReadAll(r)
+	if string(msg) == "ok" {
+		cmd.Process.Release()
+		return nil
+	}
+	state, _ := cmd.Process.Wait()
+	if len(msg) > 0 {
+		return errors.New(string(msg))
+	}
+	return fmt.Errorf("server exited (%v) before the mount was ready; see %s", state, logFile)
+}
+
+// serve mounts and serves until the filesystem is unmounted or a signal
+// asks to unmount it.
+func serve(cfg ufs.Config, args []string) error {
+	var ready *os.File
+	logFile := ""
+	if isDaemonChild() {
+		ready = os.NewFile(3, "ready")
+		logFile = os.Getenv(envLogFile)
+		lf, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return reportReady(ready, fmt.Errorf("open log file: %w", err))
+		}
+		defer lf.Close()
+		cfg.Logger = log.New(lf, "unionfs: ", log.LstdFlags)
+		// A crash of the background server should leave its trace.
+		debug.SetCrashOutput(lf, debug.CrashOptions{})
+		// Paths are absolute by now; do not keep the caller's directory busy.
+		os.Chdir("/")
+	}
+	srv, err := ufs.Mount(cfg)
+	if err != nil {
+		return reportReady(ready, err)
+	}
+	rec := mountRecord{
+		Mountpoint: cfg.Mountpoint, PID: os.Getpid(), Lowers: cfg.Lowers, Upper: cfg.Upper,
+		Workdir: cfg.Workdir, ReadOnly: cfg.ReadOnly || cfg.Upper == "", LogFile: logFile,
+		Started: time.Now().UTC(),
+	}
+	if err := writeRecord(rec); err != nil {
+		cfg.Logger.Printf("warning: cannot record the mount: %v", err)
+	}
+	defer os.Remove(recordPath(cfg.Mountpoint, ".json"))
+	reportReady(ready, nil)
+	cfg.Logger.Printf("mounted %s", cfg.Mountpoint)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		cfg.Logger.Printf("signal received: unmounting %s", cfg.Mountpoint)
+		if err := srv.Unmount(); err != nil {
+			cfg.Logger.Printf("unmount: %v; detaching lazily", err)
+			if err := unmountLazy(cfg.Mountpoint); err != nil {
+				cfg.Logger.Printf("lazy unmount: %v", err)
+			}
+		}
+	}()
+	srv.Wait()
+	if err := srv.Close(); err != nil {
+		cfg.Logger.Printf("close: %v", err)
+		return err
+	}
+	cfg.Logger.Printf("unmounted %s", cfg.Mountpoint)
+	return nil
+}
+
+// reportReady tells the waiting parent the outcome of the mount and returns
+// err for the caller to pass on.
+func reportReady(ready *os.File, err error) error {
+	if ready == nil {
+		return err
+	}
+	msg := "ok"
+	if err != nil {
+		msg = err.Error()
+	}
+	ready.WriteString(msg)
+	ready.Close()
+	if err != nil {
+		// The parent has printed the error; exit without printing it twice.
+		os.Exit(1)
+	}
+	return nil
+}
+
+func writeRecord(rec mountRecord) error {
+	p := recordPath(rec.Mountpoint, ".json")
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, p)
+}
+
+func readRecord(mnt string) (*mountRecord, error) {
+	data, err := os.ReadFile(recordPath(mnt, ".json"))
+	if err != nil {
+		return nil, err
+	}
+	var rec mountRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return nil, err
+	}
+	return &rec, nil
+}
+
+func umountCmd(args []string) error {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
+		fmt.Println("Usage: unionfs umount MOUNTPOINT\n\nUnmounts a unionfs mount and returns once its server has exited.")
+		return nil
+	}
+	if len(args) != 1 {
+		return fmt.Errorf("umount takes one mountpoint: %w", errUsage)
+	}
+	mnt, err := filepath.Abs(args[0])
+	if err != nil {
+		return err
+	}
+	if real, err := filepath.EvalSymlinks(mnt); err == nil {
+		mnt = real
+	}
+	rec, _ := readRecord(mnt)
+	if err := unmount(mnt); err != nil {
+		return err
+	}
+	if rec != nil {
+		return waitExit(rec.PID, 60*time.Second)
+	}
+	return nil
+}
+
+// unmount detaches the mount: umount2 as root, fusermount3 otherwise.
+func unmount(mnt string) error {
+	if os.Geteuid() == 0 {
+		err := unix.Unmount(mnt, 0)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, unix.EBUSY):
+			return fmt.Errorf("%s is busy: close the files open in it and leave the directory first", mnt)
+		case errors.Is(err, unix.EINVAL):
+			return fmt.Errorf("%s is not mounted", mnt)
+		default:
+			return fmt.Errorf("unmount %s: %w", mnt, err)
+		}
+	}
+	out, err := exec.Command(fusermount(), "-u", mnt).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("unmount %s: %s", mnt, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func unmountLazy(mnt string) error {
+	if os.Geteuid() == 0 {
+		return unix.Unmount(mnt, unix.MNT_DETACH)
+	}
+	return exec.Command(fusermount(), "-u", "-z", mnt).Run()
+}
+
+func fusermount() string {
+	if p, err := exec.LookPath("fusermount3"); err == nil {
+		return p
+	}
+	return "fusermount"
+}
+
+// waitExit waits for the server process to finish flushing its state.
+func waitExit(pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+			return nil
+		}
+		if isZombie(pid) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("server (pid %d) did not exit within %v after unmount", pid, timeout)
+		}
+		time.Sleep(delay)
+	}
+}
+
+// isZombie reports a process that has exited but was not reaped (its
+// parent may be the shell that started it in the foreground).
+func isZombie(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(data), ')')
+	return i > 0 && i+2 < len(data) && data[i+2] == 'Z'
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	ufs "github.com/unionfs/unionfs/fs"
+)
+
+const mountUsage = `Usage: unionfs mount [flags] MOUNTPOINT
+       unionfs -o OPTIONS MOUNTPOINT
+       unionfs SOURCE MOUNTPOINT -o OPTIONS
+
+Mounts the union of the lower directories (read-only, topmost first) and an
+optional writable upper directory at MOUNTPOINT. Returns once the mount is
+live and leaves the server running in the background (unless --foreground).
+Without --upper the mount is read-only.
+
+Flags:
+`
+
+// mountFlags are the command line of a mount, before they become a Config.
+type mountFlags struct {
+	lowers     []string
+	upper      string
+	workdir    string
+	options    []string
+	foreground bool
+	logFile    string
+	debug      bool
+}
+
+func parseMountFlags(args []string) (*mountFlags, []string, error) {
+	f := &mountFlags{}
+	set := pflag.NewFlagSet("mount", pflag.ContinueOnError)
+	set.SortFlags = false
+	set.StringArrayVarP(&f.lowers, "lower", "l", nil, "lower `DIR[:DIR...]`, topmost first; repeat for more (later ones are lower)")
+	set.StringVarP(&f.upper, "upper", "u", "", "writable upper `DIR`")
+	set.StringVarP(&f.workdir, "workdir", "w", "", "copy-up scratch `DIR` on the upper's filesystem (default: inside the upper)")
+	set.StringArrayVarP(&f.options, "options", "o", nil, "mount `OPTIONS`: lowerdir=,upperdir=,workdir=,ro,allow_other,default_permissions,debug and fstab words")
+	set.BoolVarP(&f.foreground, "foreground", "f", false, "stay in the foreground and log to stderr; unmount on SIGINT/SIGTERM")
+	set.StringVar(&f.logFile, "log-file", "", "where the background server logs (default: the runtime directory)")
+	set.BoolVarP(&f.debug, "debug", "d", false, "log every FUSE request")
+	// mount(8) passes these to helpers; they change nothing here.
+	for _, h := range []struct{ long, short string }{{"no-mtab", "n"}, {"sloppy", "s"}, {"verbose", "v"}} {
+		set.BoolP(h.long, h.short, false, "")
+		set.MarkHidden(h.long)
+	}
+	set.Usage = func() {}
+	if err := set.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			fmt.Print(mountUsage + set.FlagUsages())
+			return nil, nil, pflag.ErrHelp
+		}
+		return nil, nil, fmt.Errorf("%v (see unionfs mount --help)", err)
+	}
+	return f, set.Args(), nil
+}
+
+// mountConfig turns flags and positional arguments into a filesystem
+// configuration, reporting unknown options as warnings.
+func mountConfig(f *mountFlags, pos []string) (ufs.Config, []string, error) {
+	var cfg ufs.Config
+	switch len(pos) {
+	case 1:
+		cfg.Mountpoint = pos[0]
+	case 2:
+		cfg.FsName, cfg.Mountpoint = pos[0], pos[1]
+	case 0:
+		return cfg, nil, errors.New("no mountpoint given (see unionfs mount --help)")
+	default:
+		return cfg, nil, fmt.Errorf("too many arguments: %s (see unionfs mount --help)", strings.Join(pos, " "))
+	}
+	for _, l := range f.lowers {
+		dirs, err := splitLowerdir(l)
+		if err != nil {
+			return cfg, nil, fmt.Errorf("--lower %q: %w", l, err)
+		}
+		cfg.Lowers = append(cfg.Lowers, dirs...)
+	}
+	o, err := parseMountOptions(f.options)
+	if err != nil {
+		return cfg, nil, err
+	}
+	cfg.Lowers = append(cfg.Lowers, o.lowers...)
+	if cfg.Upper, err = pick("upper", f.upper, o.upper); err != nil {
+		return cfg, nil, err
+	}
+	if cfg.Workdir, err = pick("workdir", f.workdir, o.workdir); err != nil {
+		return cfg, nil, err
+	}
+	cfg.ReadOnly = o.readOnly
+	cfg.AllowOther = o.allowOther
+	cfg.Debug = o.debug || f.debug
+	cfg.KernelFlags = o.kernelFlags
+	return cfg, o.warnings, nil
+}
+
+// pick merges a flag and the same setting given as an -o option.
+func pick(what, flag, opt string) (string, error) {
+	if flag != "" && opt != "" && flag != opt {
+		return "", fmt.Errorf("%s given twice: --%s %s and %sdir=%s", what, what, flag, strings.TrimSuffix(what, "dir"), opt)
+	}
+	if flag != "" {
+		return flag, nil
+	}
+	return opt, nil
+}
+
+func mountCmd(args []string) error {
+	f, pos, err := parseMountFlags(args)
+	if errors.Is(err, pflag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	cfg, warnings, err := mountConfig(f, pos)
+	if err != nil {
+		return err
+	}
+	if !isDaemonChild() {
+		for _, w := range warnings {
+			fmt.Fprintf(os.Stderr, "unionfs: warning: %s\n", w)
+		}
+	}
+	// Check before detaching, so that a bad flag fails in the caller's
+	// terminal and not in a log file.
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if !f.foreground && !isDaemonChild() {
+		return startDaemon(args, cfg.Mountpoint, f.logFile)
+	}
+	if f.foreground {
+		cfg.Logger = log.New(os.Stderr, "unionfs: ", log.LstdFlags)
+	}
+	return serve(cfg, args)
+}

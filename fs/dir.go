@@ -1,0 +1,277 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	_ = (gofs.NodeLookuper)((*node)(nil))
+	_ = (gofs.NodeOpendirHandler)((*node)(nil))
+)
+
+// rootNode builds the node of the union's root directory.
+func (u *Union) rootNode() (*node, error) {
+	n := &node{u: u, inUpper: u.upper != nil}
+	rec, _ := u.upperRecord("")
+	if u.upper == nil || !rec.Opaque {
+		for _, l := range u.lowers() {
+			n.lowers = append(n.lowers, lowerRef{l, ""})
+			if r, ok := l.record("", ""); ok && r.Opaque {
+				break
+			}
+		}
+	}
+	if len(n.lowers) > 0 {
+		n.lower = n.lowers[0]
+	}
+	var st unix.Stat_t
+	top := u.layers[0]
+	if err := lstatAt(top.fd, "", &st); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", top.path, err)
+	}
+	n.ino = u.inos.ino(st.Dev, st.Ino)
+	return n, nil
+}
+
+// lowerIndex returns the directory's merged lower listing, building it on
+// first use.
+func (n *node) lowerIndex() (*lowerIndex, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.index != nil {
+		return n.index, nil
+	}
+	x, err := buildLowerIndex(n.lowers)
+	if err != nil {
+		return nil, err
+	}
+	n.index = x
+	return x, nil
+}
+
+// hasUpper reports whether the directory exists in the upper.
+func (n *node) hasUpper() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.inUpper
+}
+
+// resolved is what one name of a directory resolves to.
+type resolved struct {
+	st      unix.Stat_t
+	inUpper bool
+	lower   lowerRef
+	lowers  []lowerRef // directories only
+}
+
+// resolve finds name in the directory: the upper first, then the merged
+// lower listing, unless a whiteout or an opaque directory hides it.
+func (n *node) resolve(name string) (*resolved, error) {
+	dirPath := n.relPath()
+	if dirPath == "" && name == StateDir {
+		return nil, unix.ENOENT
+	}
+	childPath := joinPath(dirPath, name)
+	r := &resolved{}
+	if n.hasUpper() {
+		err := lstatAt(n.u.upper.fd, childPath, &r.st)
+		switch {
+		case err == nil:
+			r.inUpper = true
+		case errors.Is(err, unix.ENOENT):
+		default:
+			return nil, err
+		}
+	}
+	rec, _ := n.u.upperRecord(childPath)
+	var le *lowerEntry
+	if !rec.Opaque || rec.Redirect != "" {
+		x, err := n.lowerIndex()
+		if err != nil {
+			return nil, err
+		}
+		le = x.lookup(name)
+	}
+	if r.inUpper {
+		if r.st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return r, nil
+		}
+		switch {
+		case rec.Redirect != "":
+			r.lowers = n.u.probeLowers(rec.Redirect, n.u.upper.idx+1)
+		case rec.Opaque:
+		case le != nil && le.mode == unix.S_IFDIR:
+			r.lowers = n.u.childLowers(le)
+		}
+		if len(r.lowers) > 0 {
+			r.lower = r.lowers[0]
+		}
+		return r, nil
+	}
+	if le == nil || rec.Opaque {
+		return nil, unix.ENOENT
+	}
+	r.lower = le.top
+	if err := lstatAt(le.top.layer.fd, le.top.path, &r.st); err != nil {
+		return nil, err
+	}
+	if le.mode == unix.S_IFDIR {
+		r.lowers = n.u.childLowers(le)
+	}
+	return r, nil
+}
+
+// unionIno is the inode number the union reports for a resolved entry.
+func (u *Union) unionIno(r *resolved) uint64 {
+	if r.inUpper {
+		return u.upperIno(&r.st)
+	}
+	return u.inos.ino(r.st.Dev, r.st.Ino)
+}
+
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	r, err := n.resolve(name)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return n.newChild(ctx, r, out), 0
+}
+
+// newChild makes (or finds, for a hard link seen before) the node of a
+// resolved entry and fills out from it.
+func (n *node) newChild(ctx context.Context, r *resolved, out *fuse.EntryOut) *gofs.Inode {
+	child := &node{
+		u:       n.u,
+		ino:     n.u.unionIno(r),
+		inUpper: r.inUpper,
+		lower:   r.lower,
+		lowers:  r.lowers,
+	}
+	child.fillAttr(&r.st, &out.Attr)
+	return n.NewInode(ctx, child, gofs.StableAttr{Mode: r.st.Mode & unix.S_IFMT, Ino: child.ino})
+}
+
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	ents, err := n.listing()
+	if err != nil {
+		return nil, 0, toErrno(err)
+	}
+	return &dirHandle{n: n, ents: ents}, 0, 0
+}
+
+// listing returns the merged directory listing: the upper's entries, then
+// the lower ones that the upper neither replaces nor hides.
+func (n *node) listing() ([]fuse.DirEntry, error) {
+	dirPath := n.relPath()
+	ents := []fuse.DirEntry{
+		{Name: ".", Mode: unix.S_IFDIR, Ino: n.ino},
+		{Name: "..", Mode: unix.S_IFDIR, Ino: n.parentIno()},
+	}
+	var inUpper map[string]bool
+	if n.hasUpper() {
+		raw, err := readDirAt(n.u.upper.fd, dirPath)
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return nil, err
+		}
+		inUpper = make(map[string]bool, len(raw))
+		for _, e := range raw {
+			if dirPath == "" && e.name == StateDir {
+				continue
+			}
+			inUpper[e.name] = true
+			ino := n.u.upperIno(&unix.Stat_t{Dev: n.u.upper.dev, Ino: e.ino})
+			ents = append(ents, fuse.DirEntry{Name: e.name, Mode: e.mode, Ino: ino})
+		}
+	}
+	x, err := n.lowerIndex()
+	if err != nil {
+		return nil, err
+	}
+	for i := range x.entries {
+		le := &x.entries[i]
+		if inUpper[le.name] {
+			continue
+		}
+		if inUpper != nil {
+			if rec, ok := n.u.upperRecord(joinPath(dirPath, le.name)); ok && rec.Opaque {
+				continue
+			}
+		}
+		ents = append(ents, fuse.DirEntry{Name: le.name, Mode: le.mode, Ino: n.u.inos.ino(le.top.layer.dev, le.ino)})
+	}
+	return ents, nil
+}
+
+func (n *node) parentIno() uint64 {
+	_, p := n.Parent()
+	if p == nil {
+		return n.ino
+	}
+	return p.StableAttr().Ino
+}
+
+// dirHandle is an open directory: a snapshot of the listing taken at
+// opendir, so that offsets stay valid for seekdir/telldir while it is open.
+type dirHandle struct {
+	n    *node
+	ents []fuse.DirEntry
+	pos  int
+}
+
+var (
+	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
+	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
+	_ = (gofs.FileLookuper)((*dirHandle)(nil))
+	_ = (gofs.FileFsyncdirer)((*dirHandle)(nil))
+)
+
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if h.pos >= len(h.ents) {
+		return nil, 0
+	}
+	e := h.ents[h.pos]
+	h.pos++
+	e.Off = uint64(h.pos)
+	return &e, 0
+}
+
+func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off > uint64(len(h.ents)) {
+		off = uint64(len(h.ents))
+	}
+	h.pos = int(off)
+	return 0
+}
+
+// Lookup answers READDIRPLUS for the entry just listed.
+func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if ch := h.n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok {
+			var st unix.Stat_t
+			if err := cn.lstat(&st); err == nil {
+				cn.fillAttr(&st, &out.Attr)
+				return ch, 0
+			}
+		}
+	}
+	return h.n.Lookup(ctx, name, out)
+}
+
+func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	if !h.n.hasUpper() {
+		return 0
+	}
+	fd, err := openBeneath(h.n.u.upper.fd, h.n.relPath(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(fd)
+	return toErrno(unix.Fsync(fd))
+}

@@ -1,0 +1,169 @@
+package fs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+var _ = (gofs.NodeOpener)((*node)(nil))
+
+// openFlagsMask is what the server passes on to the real open: the kernel
+// has already applied O_CREAT/O_EXCL, computes O_APPEND offsets itself, and
+// the server's own buffers are not aligned for O_DIRECT.
+const openFlagsMask = ^(unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | unix.O_APPEND | unix.O_DIRECT | fuse.FMODE_EXEC)
+
+func isWriteOpen(flags uint32) bool {
+	return flags&(unix.O_WRONLY|unix.O_RDWR|unix.O_TRUNC) != 0
+}
+
+func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if isWriteOpen(flags) {
+		if errno := n.u.writable(); errno != 0 {
+			return nil, 0, errno
+		}
+		if errno := n.copyUp(ctx); errno != 0 {
+			return nil, 0, errno
+		}
+	}
+	w := n.where()
+	dirfd, p := n.backing()
+	fd, err := openBeneath(dirfd, p, int(flags)&openFlagsMask, 0)
+	if err != nil {
+		return nil, 0, toErrno(err)
+	}
+	var fuseFlags uint32
+	if !w.upper {
+		// The lower file never changes: the kernel may keep its pages
+		// across opens.
+		fuseFlags |= fuse.FOPEN_KEEP_CACHE
+	}
+	return &fileHandle{n: n, fd: fd, upper: w.upper}, fuseFlags, 0
+}
+
+// fileHandle is an open file. A handle opened on a lower file before the
+// file was copied up switches to the upper copy on its next read, so that
+// it sees the writes made since; the lower descriptor stays open until
+// release because a spliced read may still be using it.
+type fileHandle struct {
+	n *node
+
+	mu    sync.Mutex
+	fd    int
+	upper bool
+	stale []int
+}
+
+var (
+	_ = (gofs.FileReader)((*fileHandle)(nil))
+	_ = (gofs.FileWriter)((*fileHandle)(nil))
+	_ = (gofs.FileFlusher)((*fileHandle)(nil))
+	_ = (gofs.FileFsyncer)((*fileHandle)(nil))
+	_ = (gofs.FileReleaser)((*fileHandle)(nil))
+	_ = (gofs.FileLseeker)((*fileHandle)(nil))
+	_ = (gofs.FileAllocater)((*fileHandle)(nil))
+)
+
+// readFd returns the descriptor to read from, following a copy-up.
+func (h *fileHandle) readFd() (int, syscall.Errno) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.upper && h.n.where().upper {
+		fd, err := openBeneath(h.n.u.upper.fd, h.n.relPath(), unix.O_RDONLY, 0)
+		if err != nil {
+			return -1, toErrno(err)
+		}
+		h.stale = append(h.stale, h.fd)
+		h.fd, h.upper = fd, true
+	}
+	return h.fd, 0
+}
+
+func (h *fileHandle) getFd() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.fd
+}
+
+func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	fd, errno := h.readFd()
+	if errno != 0 {
+		return nil, errno
+	}
+	return fuse.ReadResultFd(uintptr(fd), off, len(dest)), 0
+}
+
+func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	k, err := unix.Pwrite(h.getFd(), data, off)
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	return uint32(k), 0
+}
+
+// Flush reports errors of close(2) on the real file (NFS-style backings
+// report write errors there) without closing the handle itself.
+func (h *fileHandle) Flush(ctx context.Context) syscall.Errno {
+	fd, err := unix.Dup(h.getFd())
+	if err != nil {
+		return toErrno(err)
+	}
+	return toErrno(unix.Close(fd))
+}
+
+// fsyncDataOnly is FUSE_FSYNC_FDATASYNC in the fsync request's flags.
+const fsyncDataOnly = 1
+
+func (h *fileHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	fd := h.getFd()
+	if flags&fsyncDataOnly != 0 {
+		return toErrno(unix.Fdatasync(fd))
+	}
+	return toErrno(unix.Fsync(fd))
+}
+
+func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, fd := range h.stale {
+		unix.Close(fd)
+	}
+	err := unix.Close(h.fd)
+	h.fd, h.stale = -1, nil
+	return toErrno(err)
+}
+
+func (h *fileHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	fd, errno := h.readFd()
+	if errno != 0 {
+		return 0, errno
+	}
+	k, err := unix.Seek(fd, int64(off), int(whence))
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	return uint64(k), 0
+}
+
+func (h *fileHandle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
+	return toErrno(unix.Fallocate(h.getFd(), mode, int64(off), int64(size)))
+}
+
+// getattr answers fstat through the open descriptor, which works even after
+// the file lost its last name.
+func (h *fileHandle) getattr(out *fuse.AttrOut) syscall.Errno {
+	fd, errno := h.readFd()
+	if errno != 0 {
+		return errno
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return toErrno(err)
+	}
+	h.n.fillAttr(&st, &out.Attr)
+	return 0
+}

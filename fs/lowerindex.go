@@ -1,0 +1,142 @@
+package fs
+
+import (
+	"errors"
+
+	"golang.org/x/sys/unix"
+)
+
+// lowerRef is a directory (or file) at path inside one lower layer.
+type lowerRef struct {
+	layer *layer
+	path  string
+}
+
+// lowerEntry is one name of a merged lower directory, as the topmost lower
+// layer that has it shows it.
+type lowerEntry struct {
+	name string
+	mode uint32   // S_IFMT bits
+	ino  uint64   // real inode number in the topmost layer
+	top  lowerRef // the topmost lower entry
+	// dirs lists, for a directory, every lower directory that merges into
+	// it, top down, as far as the parents' listings reach.
+	dirs []lowerRef
+	// redirect, when set, is where the layers below the one at stack
+	// position redirectAt continue this directory (overlayfs redirect_dir);
+	// they are probed on demand.
+	redirect   string
+	redirectAt int
+}
+
+// lowerIndex is the merged view of one directory across the lower layers.
+// Lower layers never change under a mount, so it is built once per
+// directory and then answers every lookup and listing with no system call:
+// this is what keeps a lookup's cost flat in the number of layers.
+type lowerIndex struct {
+	entries []lowerEntry
+	byName  map[string]int32
+}
+
+func (x *lowerIndex) lookup(name string) *lowerEntry {
+	if i, ok := x.byName[name]; ok {
+		return &x.entries[i]
+	}
+	return nil
+}
+
+// buildLowerIndex merges the listings of dirs, top down. A name is taken
+// from the topmost layer that has it; a directory keeps merging with the
+// same-named directories below until a non-directory, an opaque marker, a
+// whiteout or a redirect stops it.
+func buildLowerIndex(dirs []lowerRef) (*lowerIndex, error) {
+	x := &lowerIndex{byName: make(map[string]int32)}
+	stopped := make(map[string]bool)
+	for _, d := range dirs {
+		ents, err := readDirAt(d.layer.fd, d.path)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+				continue
+			}
+			return nil, err
+		}
+		for _, e := range ents {
+			if d.path == "" && e.name == StateDir || stopped[e.name] {
+				continue
+			}
+			ref := lowerRef{d.layer, joinPath(d.path, e.name)}
+			if i, ok := x.byName[e.name]; ok {
+				// Only directories are still open for merging.
+				if e.mode == unix.S_IFDIR {
+					x.entries[i].dirs = append(x.entries[i].dirs, ref)
+				} else {
+					stopped[e.name] = true
+				}
+				continue
+			}
+			le := lowerEntry{name: e.name, mode: e.mode, ino: e.ino, top: ref}
+			if e.mode == unix.S_IFDIR {
+				le.dirs = []lowerRef{ref}
+			} else {
+				stopped[e.name] = true
+			}
+			x.byName[e.name] = int32(len(x.entries))
+			x.entries = append(x.entries, le)
+		}
+		for name, rec := range d.layer.records[d.path] {
+			if name == "" {
+				continue
+			}
+			if rec.Redirect != "" && !stopped[name] {
+				if le := x.lookup(name); le != nil && le.mode == unix.S_IFDIR && le.dirs[len(le.dirs)-1].layer == d.layer {
+					le.redirect, le.redirectAt = rec.Redirect, d.layer.idx
+					stopped[name] = true
+				}
+			}
+			if rec.Opaque {
+				stopped[name] = true
+			}
+		}
+	}
+	return x, nil
+}
+
+// probeLowers finds the lower directories at path p in the layers from stack
+// position from downwards, for a directory whose lower half was moved by a
+// redirect. It stops where a layer has a non-directory, a whiteout or an
+// opaque marker there, and follows further redirects.
+func (u *Union) probeLowers(p string, from int) []lowerRef {
+	var out []lowerRef
+	for k := from; k < len(u.layers); k++ {
+		l := u.layers[k]
+		var st unix.Stat_t
+		err := lstatAt(l.fd, p, &st)
+		isDir := err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR
+		if err == nil && !isDir {
+			break
+		}
+		if isDir {
+			out = append(out, lowerRef{l, p})
+		}
+		dir, name := splitPath(p)
+		if rec, ok := l.record(dir, name); ok {
+			if rec.Opaque {
+				break
+			}
+			if rec.Redirect != "" && isDir {
+				p = rec.Redirect
+			}
+		}
+	}
+	return out
+}
+
+// childLowers returns every lower directory that merges into the directory
+// entry le.
+func (u *Union) childLowers(le *lowerEntry) []lowerRef {
+	if le.redirect == "" {
+		return le.dirs
+	}
+	dirs := append([]lowerRef(nil), le.dirs...)
+	return append(dirs, u.probeLowers(le.redirect, le.redirectAt+1)...)
+}

@@ -1,0 +1,165 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// node is one file of the union: a directory merged from several layers, or
+// a non-directory taken from the topmost layer that has it.
+type node struct {
+	gofs.Inode
+	u   *Union
+	ino uint64 // the union inode number, fixed for the node's life
+
+	mu      sync.Mutex
+	inUpper bool        // an entry exists in the upper at the node's path
+	lower   lowerRef    // topmost lower entry; layer is nil when there is none
+	lowers  []lowerRef  // directories: every lower dir merged into this one, top down
+	index   *lowerIndex // directories: the merged lower listing, built on first use
+}
+
+var (
+	_ = (gofs.NodeGetattrer)((*node)(nil))
+	_ = (gofs.NodeStatfser)((*node)(nil))
+	_ = (gofs.NodeReadlinker)((*node)(nil))
+	_ = (gofs.NodeGetxattrer)((*node)(nil))
+	_ = (gofs.NodeListxattrer)((*node)(nil))
+)
+
+// where tells which real file backs the node right now.
+type where struct {
+	upper bool
+	lower lowerRef
+}
+
+func (n *node) where() where {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return where{upper: n.inUpper, lower: n.lower}
+}
+
+// relPath is the node's path in the union, which is also its path in the
+// upper layer.
+func (n *node) relPath() string {
+	return n.Path(nil)
+}
+
+// backing returns the directory descriptor and relative path of the real
+// file behind the node.
+func (n *node) backing() (int, string) {
+	w := n.where()
+	if w.upper {
+		return n.u.upper.fd, n.relPath()
+	}
+	return w.lower.layer.fd, w.lower.path
+}
+
+// lstat stats the real file behind the node.
+func (n *node) lstat(st *unix.Stat_t) error {
+	fd, p := n.backing()
+	return lstatAt(fd, p, st)
+}
+
+// fillAttr turns a real stat into the union's view of it.
+func (n *node) fillAttr(st *unix.Stat_t, out *fuse.Attr) {
+	out.FromStat(toSyscallStat(st))
+	out.Ino = n.ino
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR && n.isMerged() {
+		// As overlayfs: counting subdirectories across layers is not
+		// worth it, and 1 tells find(1) not to rely on the link count.
+		out.Nlink = 1
+	}
+}
+
+// isMerged reports whether a directory combines more than one real
+// directory (overlayfs's "merge" type).
+func (n *node) isMerged() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.inUpper {
+		return len(n.lowers) > 0
+	}
+	return len(n.lowers) > 1
+}
+
+func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if h, ok := fh.(*fileHandle); ok {
+		return h.getattr(out)
+	}
+	var st unix.Stat_t
+	if err := n.lstat(&st); err != nil {
+		return toErrno(err)
+	}
+	n.fillAttr(&st, &out.Attr)
+	return 0
+}
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	l := n.u.layers[0]
+	var st syscall.Statfs_t
+	if err := syscall.Fstatfs(l.fd, &st); err != nil {
+		return toErrno(err)
+	}
+	out.FromStatfsT(&st)
+	return 0
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	fd, p := n.backing()
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		k, err := unix.Readlinkat(fd, p, buf)
+		if err != nil {
+			return nil, toErrno(err)
+		}
+		if k < size {
+			return buf[:k], 0
+		}
+	}
+}
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	fd, p := n.backing()
+	k, err := unix.Lgetxattr(procPath(fd, p), attr, dest)
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	return uint32(k), 0
+}
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	fd, p := n.backing()
+	k, err := unix.Llistxattr(procPath(fd, p), dest)
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	return uint32(k), 0
+}
+
+// toErrno converts an error from the layers into the errno FUSE returns,
+// looking through wrapping (go-fuse would turn a wrapped errno into ENOSYS).
+func toErrno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return gofs.ToErrno(err)
+}
+
+// The two Stat_t types are the same kernel structure.
+var _ [unsafe.Sizeof(unix.Stat_t{}) - unsafe.Sizeof(syscall.Stat_t{})]byte
+
+func toSyscallStat(st *unix.Stat_t) *syscall.Stat_t {
+	return (*syscall.Stat_t)(unsafe.Pointer(st))
+}

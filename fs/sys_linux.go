@@ -1,0 +1,141 @@
+package fs
+
+import (
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+var noOpenat2 atomic.Bool
+
+// openBeneath opens path relative to the layer root dirfd without following
+// any symlink on the way and without leaving the layer: a symlink stored in a
+// layer is content to serve, never a path for the server to walk.
+func openBeneath(dirfd int, path string, flags int, mode uint32) (int, error) {
+	flags |= unix.O_CLOEXEC | unix.O_NOFOLLOW
+	if !noOpenat2.Load() {
+		how := unix.OpenHow{
+			Flags:   uint64(flags),
+			Mode:    uint64(mode),
+			Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+		}
+		for {
+			fd, err := unix.Openat2(dirfd, relPath(path), &how)
+			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+				continue
+			}
+			if !errors.Is(err, unix.ENOSYS) {
+				return fd, err
+			}
+			noOpenat2.Store(true)
+			break
+		}
+	}
+	return unix.Openat(dirfd, relPath(path), flags, mode)
+}
+
+// procPath names path beneath dirfd for the calls that have no *at form
+// (the xattr family): the /proc magic link pins the layer root.
+func procPath(dirfd int, path string) string {
+	p := "/proc/self/fd/" + strconv.Itoa(dirfd)
+	if path == "" {
+		return p
+	}
+	return p + "/" + path
+}
+
+// lstatAt stats path beneath dirfd without following a final symlink.
+func lstatAt(dirfd int, path string, st *unix.Stat_t) error {
+	for {
+		err := unix.Fstatat(dirfd, relPath(path), st, unix.AT_SYMLINK_NOFOLLOW)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// direntType turns a d_type into the S_IFMT bits; 0 means unknown.
+func direntType(t uint8) uint32 {
+	switch t {
+	case unix.DT_REG:
+		return unix.S_IFREG
+	case unix.DT_DIR:
+		return unix.S_IFDIR
+	case unix.DT_LNK:
+		return unix.S_IFLNK
+	case unix.DT_CHR:
+		return unix.S_IFCHR
+	case unix.DT_BLK:
+		return unix.S_IFBLK
+	case unix.DT_FIFO:
+		return unix.S_IFIFO
+	case unix.DT_SOCK:
+		return unix.S_IFSOCK
+	}
+	return 0
+}
+
+// rawDirent is one entry of a getdents64 listing.
+type rawDirent struct {
+	name string
+	ino  uint64
+	mode uint32 // S_IFMT bits
+}
+
+// readDirAt lists path beneath dirfd (without . and ..), filling in types
+// that the filesystem did not report with an lstat.
+func readDirAt(dirfd int, path string) ([]rawDirent, error) {
+	fd, err := openBeneath(dirfd, path, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	var out []rawDirent
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			break
+		}
+		for b := buf[:n]; len(b) >= 19; {
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < 19 || reclen > len(b) {
+				return nil, unix.EIO
+			}
+			ino := binary.NativeEndian.Uint64(b[0:8])
+			typ := b[18]
+			nameb := b[19:reclen]
+			for i, c := range nameb {
+				if c == 0 {
+					nameb = nameb[:i]
+					break
+				}
+			}
+			b = b[reclen:]
+			name := string(nameb)
+			if name == "." || name == ".." {
+				continue
+			}
+			out = append(out, rawDirent{name: name, ino: ino, mode: direntType(typ)})
+		}
+	}
+	for i := range out {
+		if out[i].mode == 0 {
+			var st unix.Stat_t
+			if err := unix.Fstatat(fd, out[i].name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return nil, err
+			}
+			out[i].mode = st.Mode & unix.S_IFMT
+		}
+	}
+	return out, nil
+}

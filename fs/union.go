@@ -1,0 +1,200 @@
+package fs
+
+import (
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/unionfs/unionfs/layerdb"
+)
+
+// Lower layers cannot change under a mount and every change to the upper
+// passes through this server, so the kernel may keep entries and attributes
+// for a long time; the server tells it when its own view changes.
+const cacheTimeout = time.Hour
+
+// Union is one mounted union: the layer stack and the upper's state.
+type Union struct {
+	cfg    Config
+	layers []*layer // the whole stack, top first; layers[0] is the upper if there is one
+	upper  *layer   // nil for a read-only mount
+	inos   *inoMap
+	log    *log.Logger
+
+	db     *layerdb.DB // the upper's state database
+	workFd int         // O_PATH descriptor of the copy-up work dir
+
+	mu      sync.RWMutex
+	records map[string]layerdb.Record // the upper's records, by path
+	origins map[uint64]uint64         // upper inode -> union inode of its copy-up origin
+}
+
+// Server is a running mount.
+type Server struct {
+	*fuse.Server
+	u *Union
+}
+
+// Mount validates cfg, opens the layers and mounts the union at
+// cfg.Mountpoint. It returns once the kernel answers requests for the mount.
+func Mount(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkFUSE(); err != nil {
+		return nil, err
+	}
+	u, err := newUnion(cfg)
+	if err != nil {
+		return nil, err
+	}
+	root, err := u.rootNode()
+	if err != nil {
+		u.close()
+		return nil, err
+	}
+	timeout := cacheTimeout
+	fsName := cfg.FsName
+	if fsName == "" {
+		fsName = "unionfs"
+	}
+	opts := &gofs.Options{
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		NullPermissions: true,
+		RootStableAttr:  &gofs.StableAttr{Ino: root.ino, Mode: syscall.S_IFDIR},
+		Logger:          u.log,
+		MountOptions: fuse.MountOptions{
+			FsName:      fsName,
+			Name:        "unionfs",
+			AllowOther:  cfg.AllowOther,
+			Debug:       cfg.Debug,
+			Logger:      u.log,
+			DirectMount: os.Geteuid() == 0,
+			// The kernel checks permissions against the modes we report,
+			// as on a local filesystem; the server itself may be root.
+			Options:  []string{"default_permissions"},
+			MaxWrite: 1 << 20,
+		},
+	}
+	opts.MountOptions.Options = append(opts.MountOptions.Options, cfg.KernelFlags...)
+	if u.upper == nil || cfg.ReadOnly {
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
+	}
+	server, err := gofs.Mount(cfg.Mountpoint, root, opts)
+	if err != nil {
+		u.close()
+		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
+	}
+	return &Server{Server: server, u: u}, nil
+}
+
+// Close releases the layers and the state database; call it after the
+// server has stopped serving (Wait returned).
+func (s *Server) Close() error { return s.u.close() }
+
+func newUnion(cfg Config) (*Union, error) {
+	u := &Union{cfg: cfg, log: cfg.Logger}
+	if u.log == nil {
+		u.log = log.New(os.Stderr, "unionfs: ", log.LstdFlags)
+	}
+	if cfg.Upper != "" {
+		l, err := openLayer(cfg.Upper, 0)
+		if err != nil {
+			return nil, err
+		}
+		u.upper = l
+		u.layers = append(u.layers, l)
+	}
+	for _, dir := range cfg.Lowers {
+		l, err := openLayer(dir, len(u.layers))
+		if err != nil {
+			u.close()
+			return nil, err
+		}
+		u.layers = append(u.layers, l)
+		if err := l.loadRecords(); err != nil {
+			u.close()
+			return nil, err
+		}
+	}
+	u.inos = newInoMap(u.layers)
+	if u.upper != nil {
+		if err := u.openState(); err != nil {
+			u.close()
+			return nil, err
+		}
+	}
+	return u, nil
+}
+
+func (u *Union) close() error {
+	var err error
+	if u.db != nil {
+		err = u.db.Close()
+		u.db = nil
+	}
+	for _, l := range u.layers {
+		unix.Close(l.fd)
+	}
+	if u.workFd > 0 {
+		unix.Close(u.workFd)
+		u.workFd = 0
+	}
+	u.layers = nil
+	return err
+}
+
+// lowers returns the read-only part of the stack.
+func (u *Union) lowers() []*layer {
+	if u.upper != nil {
+		return u.layers[1:]
+	}
+	return u.layers
+}
+
+// upperRecord returns the upper's record for path p.
+func (u *Union) upperRecord(p string) (layerdb.Record, bool) {
+	u.mu.RLock()
+	r, ok := u.records[p]
+	u.mu.RUnlock()
+	return r, ok
+}
+
+// upperIno is the union inode number of an upper inode: its copy-up origin's
+// if it has one, so that st_ino does not change when a file is copied up.
+func (u *Union) upperIno(st *unix.Stat_t) uint64 {
+	u.mu.RLock()
+	o, ok := u.origins[st.Ino]
+	u.mu.RUnlock()
+	if ok {
+		return o
+	}
+	return u.inos.ino(st.Dev, st.Ino)
+}
+
+// checkFUSE fails early, with the fix, when the kernel side is missing.
+func checkFUSE() error {
+	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("cannot open /dev/fuse: %w (load the fuse kernel module; in a container, pass --device /dev/fuse)", err)
+	}
+	unix.Close(fd)
+	if os.Geteuid() != 0 {
+		if _, err := exec.LookPath("fusermount3"); err != nil {
+			if _, err2 := exec.LookPath("fusermount"); err2 != nil {
+				return fmt.Errorf("fusermount3 not found: install the fuse3 package (apt-get install fuse3) to mount without root")
+			}
+		}
+	}
+	return nil
+}
