@@ -169,7 +169,11 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 // listing returns the merged directory listing: the upper's entries, then
 // the lower ones that the upper neither replaces nor hides.
 func (n *node) listing() ([]fuse.DirEntry, error) {
-	dirPath := n.relPath()
+	return n.listingAt(n.relPath())
+}
+
+// listingAt lists the directory whose union path is dirPath.
+func (n *node) listingAt(dirPath string) ([]fuse.DirEntry, error) {
 	ents := []fuse.DirEntry{
 		{Name: ".", Mode: unix.S_IFDIR, Ino: n.ino},
 		{Name: "..", Mode: unix.S_IFDIR, Ino: n.parentIno()},
@@ -199,7 +203,7 @@ func (n *node) listing() ([]fuse.DirEntry, error) {
 		if inUpper[le.name] {
 			continue
 		}
-		if inUpper != nil {
+		if n.u.upper != nil {
 			if rec, ok := n.u.upperRecord(joinPath(dirPath, le.name)); ok && rec.Opaque {
 				continue
 			}

@@ -26,7 +26,8 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		if errno := n.u.writable(); errno != 0 {
 			return nil, 0, errno
 		}
-		if errno := n.copyUp(ctx); errno != 0 {
+		// Data about to be truncated away need not be copied.
+		if errno := n.copyUpOpt(flags&unix.O_TRUNC != 0); errno != 0 {
 			return nil, 0, errno
 		}
 	}

@@ -19,7 +19,10 @@ type node struct {
 	u   *Union
 	ino uint64 // the union inode number, fixed for the node's life
 
+	cu sync.Mutex // held while copying the node up, so that it happens once
+
 	mu      sync.Mutex
+	removed bool        // a lower-only file whose last name was removed: nlink 0
 	inUpper bool        // an entry exists in the upper at the node's path
 	lower   lowerRef    // topmost lower entry; layer is nil when there is none
 	lowers  []lowerRef  // directories: every lower dir merged into this one, top down
@@ -72,11 +75,26 @@ func (n *node) lstat(st *unix.Stat_t) error {
 func (n *node) fillAttr(st *unix.Stat_t, out *fuse.Attr) {
 	out.FromStat(toSyscallStat(st))
 	out.Ino = n.ino
+	if n.isRemoved() {
+		out.Nlink = 0
+	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR && n.isMerged() {
 		// As overlayfs: counting subdirectories across layers is not
 		// worth it, and 1 tells find(1) not to rely on the link count.
 		out.Nlink = 1
 	}
+}
+
+func (n *node) markRemoved() {
+	n.mu.Lock()
+	n.removed = true
+	n.mu.Unlock()
+}
+
+func (n *node) isRemoved() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.removed
 }
 
 // isMerged reports whether a directory combines more than one real

@@ -11,11 +11,17 @@ import (
 
 var noOpenat2 atomic.Bool
 
+const openFlagsKnown = unix.O_ACCMODE | unix.O_APPEND | unix.O_TRUNC | unix.O_NONBLOCK |
+	unix.O_DSYNC | unix.O_SYNC | unix.O_NOATIME | unix.O_LARGEFILE | unix.O_DIRECTORY |
+	unix.O_CREAT | unix.O_EXCL | unix.O_PATH | unix.O_DIRECT | unix.O_NOCTTY
+
 // openBeneath opens path relative to the layer root dirfd without following
 // any symlink on the way and without leaving the layer: a symlink stored in a
 // layer is content to serve, never a path for the server to walk.
 func openBeneath(dirfd int, path string, flags int, mode uint32) (int, error) {
-	flags |= unix.O_CLOEXEC | unix.O_NOFOLLOW
+	// openat2 refuses bits it does not know, and file type bits in mode.
+	flags = flags&openFlagsKnown | unix.O_CLOEXEC | unix.O_NOFOLLOW
+	mode &= 0o7777
 	if !noOpenat2.Load() {
 		how := unix.OpenHow{
 			Flags:   uint64(flags),

@@ -28,6 +28,7 @@ type Union struct {
 	upper  *layer   // nil for a read-only mount
 	inos   *inoMap
 	log    *log.Logger
+	euid   int
 
 	db     *layerdb.DB // the upper's state database
 	workFd int         // O_PATH descriptor of the copy-up work dir
@@ -103,7 +104,7 @@ func Mount(cfg Config) (*Server, error) {
 func (s *Server) Close() error { return s.u.close() }
 
 func newUnion(cfg Config) (*Union, error) {
-	u := &Union{cfg: cfg, log: cfg.Logger}
+	u := &Union{cfg: cfg, log: cfg.Logger, euid: os.Geteuid()}
 	if u.log == nil {
 		u.log = log.New(os.Stderr, "unionfs: ", log.LstdFlags)
 	}

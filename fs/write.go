@@ -2,7 +2,30 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/unionfs/unionfs/copyup"
+	"github.com/unionfs/unionfs/layerdb"
+)
+
+var (
+	_ = (gofs.NodeSetattrer)((*node)(nil))
+	_ = (gofs.NodeCreater)((*node)(nil))
+	_ = (gofs.NodeMkdirer)((*node)(nil))
+	_ = (gofs.NodeMknoder)((*node)(nil))
+	_ = (gofs.NodeSymlinker)((*node)(nil))
+	_ = (gofs.NodeLinker)((*node)(nil))
+	_ = (gofs.NodeUnlinker)((*node)(nil))
+	_ = (gofs.NodeRmdirer)((*node)(nil))
+	_ = (gofs.NodeRenamer)((*node)(nil))
+	_ = (gofs.NodeSetxattrer)((*node)(nil))
+	_ = (gofs.NodeRemovexattrer)((*node)(nil))
+	_ = (gofs.NodeCopyFileRanger)((*node)(nil))
 )
 
 // writable answers EROFS for every change to a mount without an upper.
@@ -13,10 +36,389 @@ func (u *Union) writable() syscall.Errno {
 	return 0
 }
 
-// copyUp makes sure the node has its own entry in the upper.
+// copyUp makes sure the node has its own entry in the upper, copying its
+// parents first. A regular file's data is copied unless noData is set (the
+// caller is about to truncate it).
 func (n *node) copyUp(ctx context.Context) syscall.Errno {
+	return n.copyUpOpt(false)
+}
+
+func (n *node) copyUpOpt(noData bool) syscall.Errno {
 	if n.where().upper {
 		return 0
 	}
-	return syscall.EROFS
+	if errno := n.u.writable(); errno != 0 {
+		return errno
+	}
+	name, parent := n.Parent()
+	if parent == nil {
+		return syscall.ENOENT
+	}
+	pn := parent.Operations().(*node)
+	if errno := pn.copyUpOpt(false); errno != 0 {
+		return errno
+	}
+	n.cu.Lock()
+	defer n.cu.Unlock()
+	w := n.where()
+	if w.upper {
+		return 0
+	}
+	dirfd, err := openBeneath(n.u.upper.fd, pn.relPath(), unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(dirfd)
+	st, err := copyup.Copy(
+		copyup.Source{Dirfd: w.lower.layer.fd, Path: w.lower.path},
+		copyup.Dest{Dirfd: dirfd, Name: name},
+		copyup.Options{WorkFd: n.u.workFd, NoData: noData},
+	)
+	if err != nil && !errors.Is(err, copyup.ErrExists) {
+		n.u.log.Printf("%v", err)
+		return toErrno(err)
+	}
+	if err == nil {
+		if errno := n.u.setOrigin(st.Ino, n.ino); errno != 0 {
+			return errno
+		}
+	}
+	n.mu.Lock()
+	n.inUpper = true
+	n.mu.Unlock()
+	return 0
+}
+
+// setOrigin records that upper inode upperIno is a copy of the union inode
+// ino, so that it keeps that number across remounts.
+func (u *Union) setOrigin(upperIno, ino uint64) syscall.Errno {
+	if u.inos.ino(u.upper.dev, upperIno) == ino {
+		return 0
+	}
+	if err := u.db.SetOrigin(upperIno, ino); err != nil {
+		u.log.Printf("state database: %v", err)
+		return syscall.EIO
+	}
+	u.mu.Lock()
+	u.origins[upperIno] = ino
+	u.mu.Unlock()
+	return 0
+}
+
+// changeRecords applies record changes to the database and then to memory.
+type recordEdit struct {
+	changes []layerdb.Change
+	put     map[string]layerdb.Record
+	del     []string // single paths
+	delTree []string // paths and everything beneath
+	move    [][2]string
+	dropIno []uint64 // origins of upper inodes that are gone
+}
+
+func (e *recordEdit) putRec(p string, r layerdb.Record) {
+	if e.put == nil {
+		e.put = make(map[string]layerdb.Record)
+	}
+	e.put[p] = r
+}
+
+// commit writes the edit in one transaction, then mirrors it in memory in
+// the same order: deletions, moves, puts.
+func (u *Union) commit(e *recordEdit) syscall.Errno {
+	var ch []layerdb.Change
+	for _, p := range e.delTree {
+		ch = append(ch, layerdb.DeleteTreeChange(p))
+	}
+	for _, p := range e.del {
+		ch = append(ch, layerdb.DeleteChange(p))
+	}
+	for _, m := range e.move {
+		ch = append(ch, layerdb.MoveTreeChange(m[0], m[1]))
+	}
+	for p, r := range e.put {
+		ch = append(ch, layerdb.PutChange(p, r))
+	}
+	for _, ino := range e.dropIno {
+		ch = append(ch, layerdb.DeleteOriginChange(ino))
+	}
+	if len(ch) == 0 {
+		return 0
+	}
+	if err := u.db.Apply(ch...); err != nil {
+		u.log.Printf("state database: %v", err)
+		return syscall.EIO
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, p := range e.delTree {
+		deleteTree(u.records, p)
+	}
+	for _, p := range e.del {
+		delete(u.records, p)
+	}
+	for _, m := range e.move {
+		moveTree(u.records, m[0], m[1])
+	}
+	for p, r := range e.put {
+		u.records[p] = r
+	}
+	for _, ino := range e.dropIno {
+		delete(u.origins, ino)
+	}
+	return 0
+}
+
+func inTree(p, root string) bool {
+	return root == "" || p == root || len(p) > len(root) && p[:len(root)] == root && p[len(root)] == '/'
+}
+
+func deleteTree(m map[string]layerdb.Record, root string) {
+	for p := range m {
+		if inTree(p, root) {
+			delete(m, p)
+		}
+	}
+}
+
+func moveTree(m map[string]layerdb.Record, from, to string) {
+	deleteTree(m, to)
+	moved := make(map[string]layerdb.Record)
+	for p, r := range m {
+		if inTree(p, from) {
+			moved[to+p[len(from):]] = r
+			delete(m, p)
+		}
+	}
+	for p, r := range moved {
+		m[p] = r
+	}
+}
+
+// lowerHas reports whether the lower layers merged into this directory have
+// name, so that the name needs a whiteout once the union no longer shows an
+// upper entry there.
+func (n *node) lowerHas(name string) (bool, error) {
+	x, err := n.lowerIndex()
+	if err != nil {
+		return false, err
+	}
+	return x.lookup(name) != nil, nil
+}
+
+// prepareDir makes the directory writable: it must exist in the upper.
+func (n *node) prepareDir() syscall.Errno {
+	if errno := n.u.writable(); errno != 0 {
+		return errno
+	}
+	return n.copyUpOpt(false)
+}
+
+// chownNew gives a new upper entry the caller's ownership; the group stays
+// the one the filesystem chose when the directory is set-group-ID.
+func (n *node) chownNew(ctx context.Context, dirPath, name string) error {
+	if n.u.euid != 0 {
+		return nil
+	}
+	caller, ok := fuse.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	gid := int(caller.Gid)
+	var st unix.Stat_t
+	if err := lstatAt(n.u.upper.fd, dirPath, &st); err == nil && st.Mode&unix.S_ISGID != 0 {
+		gid = -1
+	}
+	return unix.Fchownat(n.u.upper.fd, joinPath(dirPath, name), int(caller.Uid), gid, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// newUpperChild makes the node for an entry just created in the upper.
+func (n *node) newUpperChild(ctx context.Context, p string, out *fuse.EntryOut) (*gofs.Inode, *node, error) {
+	r := &resolved{inUpper: true}
+	if err := lstatAt(n.u.upper.fd, p, &r.st); err != nil {
+		return nil, nil, err
+	}
+	ch := n.newChild(ctx, r, out)
+	return ch, ch.Operations().(*node), nil
+}
+
+func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if errno := n.prepareDir(); errno != 0 {
+		return nil, nil, 0, errno
+	}
+	dir := n.relPath()
+	p := joinPath(dir, name)
+	fd, err := openBeneath(n.u.upper.fd, p, int(flags)&openFlagsMask|unix.O_CREAT|unix.O_EXCL, mode)
+	if err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	if err := n.chownNew(ctx, dir, name); err != nil {
+		unix.Close(fd)
+		unix.Unlinkat(n.u.upper.fd, p, 0)
+		return nil, nil, 0, toErrno(err)
+	}
+	ch, _, err := n.newUpperChild(ctx, p, out)
+	if err != nil {
+		unix.Close(fd)
+		return nil, nil, 0, toErrno(err)
+	}
+	return ch, &fileHandle{n: ch.Operations().(*node), fd: fd, upper: true}, 0, 0
+}
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := n.prepareDir(); errno != 0 {
+		return nil, errno
+	}
+	dir := n.relPath()
+	p := joinPath(dir, name)
+	// A directory made where a lower entry was deleted must not show that
+	// entry's old children: the whiteout record already makes it opaque.
+	if err := unix.Mkdirat(n.u.upper.fd, p, mode); err != nil {
+		return nil, toErrno(err)
+	}
+	return n.finishNew(ctx, dir, name, out, func() { unix.Unlinkat(n.u.upper.fd, p, unix.AT_REMOVEDIR) })
+}
+
+// finishNew chowns a new entry and returns its node, undoing the creation
+// if either fails.
+func (n *node) finishNew(ctx context.Context, dir, name string, out *fuse.EntryOut, undo func()) (*gofs.Inode, syscall.Errno) {
+	if err := n.chownNew(ctx, dir, name); err != nil {
+		undo()
+		return nil, toErrno(err)
+	}
+	ch, _, err := n.newUpperChild(ctx, joinPath(dir, name), out)
+	if err != nil {
+		undo()
+		return nil, toErrno(err)
+	}
+	return ch, 0
+}
+
+func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := n.prepareDir(); errno != 0 {
+		return nil, errno
+	}
+	dir := n.relPath()
+	p := joinPath(dir, name)
+	if err := unix.Mknodat(n.u.upper.fd, p, mode, int(rdev)); err != nil {
+		return nil, toErrno(err)
+	}
+	return n.finishNew(ctx, dir, name, out, func() { unix.Unlinkat(n.u.upper.fd, p, 0) })
+}
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := n.prepareDir(); errno != 0 {
+		return nil, errno
+	}
+	dir := n.relPath()
+	p := joinPath(dir, name)
+	if err := unix.Symlinkat(target, n.u.upper.fd, p); err != nil {
+		return nil, toErrno(err)
+	}
+	return n.finishNew(ctx, dir, name, out, func() { unix.Unlinkat(n.u.upper.fd, p, 0) })
+}
+
+func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	t, ok := target.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	if errno := n.prepareDir(); errno != 0 {
+		return nil, errno
+	}
+	// Linking a lower file copies it up once; both names then share the
+	// upper inode, and its union inode number stays the original's.
+	if errno := t.copyUp(ctx); errno != 0 {
+		return nil, errno
+	}
+	p := joinPath(n.relPath(), name)
+	if err := unix.Linkat(n.u.upper.fd, t.relPath(), n.u.upper.fd, p, 0); err != nil {
+		return nil, toErrno(err)
+	}
+	var st unix.Stat_t
+	if err := lstatAt(n.u.upper.fd, p, &st); err != nil {
+		return nil, toErrno(err)
+	}
+	t.fillAttr(&st, &out.Attr)
+	return t.EmbeddedInode(), 0
+}
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return n.remove(ctx, name, false)
+}
+
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.remove(ctx, name, true)
+}
+
+// remove deletes name from the union: the upper entry goes, and a whiteout
+// is recorded when a lower layer still has the name.
+func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errno {
+	if errno := n.prepareDir(); errno != 0 {
+		return errno
+	}
+	r, err := n.resolve(name)
+	if err != nil {
+		return toErrno(err)
+	}
+	gotDir := r.st.Mode&unix.S_IFMT == unix.S_IFDIR
+	switch {
+	case isDir && !gotDir:
+		return syscall.ENOTDIR
+	case !isDir && gotDir:
+		return syscall.EISDIR
+	}
+	p := joinPath(n.relPath(), name)
+	if isDir {
+		if errno := n.u.checkEmpty(p, r); errno != 0 {
+			return errno
+		}
+	}
+	hasLower, err := n.lowerHas(name)
+	if err != nil {
+		return toErrno(err)
+	}
+	e := &recordEdit{}
+	if isDir {
+		e.delTree = append(e.delTree, p)
+	} else {
+		e.del = append(e.del, p)
+	}
+	if hasLower {
+		e.putRec(p, layerdb.Record{Opaque: true})
+	}
+	if r.inUpper && (isDir || r.st.Nlink <= 1) {
+		e.dropIno = append(e.dropIno, r.st.Ino)
+	}
+	if errno := n.u.commit(e); errno != 0 {
+		return errno
+	}
+	if r.inUpper {
+		flags := 0
+		if isDir {
+			flags = unix.AT_REMOVEDIR
+		}
+		if err := unix.Unlinkat(n.u.upper.fd, p, flags); err != nil {
+			return toErrno(err)
+		}
+	}
+	if ch := n.GetChild(name); ch != nil && !r.inUpper && r.st.Nlink <= 1 {
+		if cn, ok := ch.Operations().(*node); ok {
+			cn.markRemoved()
+		}
+	}
+	return 0
+}
+
+// checkEmpty reports ENOTEMPTY unless the merged directory at p has no
+// entries.
+func (u *Union) checkEmpty(p string, r *resolved) syscall.Errno {
+	d := &node{u: u, inUpper: r.inUpper, lowers: r.lowers}
+	ents, err := d.listingAt(p)
+	if err != nil {
+		return toErrno(err)
+	}
+	if len(ents) > 2 {
+		return syscall.ENOTEMPTY
+	}
+	return 0
 }

@@ -1,0 +1,153 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if errno := n.u.writable(); errno != 0 {
+		return errno
+	}
+	h, _ := fh.(*fileHandle)
+	if h == nil || !h.upper {
+		size, truncating := in.GetSize()
+		if errno := n.copyUpOpt(truncating && size == 0); errno != 0 {
+			return errno
+		}
+	}
+	// Work through an open descriptor where there is one: the file may have
+	// no name left.
+	var fd int
+	if h != nil && h.upper {
+		fd = h.getFd()
+	} else {
+		p := n.relPath()
+		var err error
+		fd, err = openBeneath(n.u.upper.fd, p, unix.O_PATH, 0)
+		if err != nil {
+			return toErrno(err)
+		}
+		defer unix.Close(fd)
+	}
+	if errno := setattrFd(fd, n.IsDir() || n.StableAttr().Mode == syscall.S_IFLNK, in); errno != 0 {
+		return errno
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return toErrno(err)
+	}
+	n.fillAttr(&st, &out.Attr)
+	return 0
+}
+
+// setattrFd applies a SETATTR to the file open as fd (possibly O_PATH).
+func setattrFd(fd int, noTruncate bool, in *fuse.SetAttrIn) syscall.Errno {
+	p := procPath(fd, "")
+	if mode, ok := in.GetMode(); ok {
+		if err := unix.Fchmodat(unix.AT_FDCWD, p, mode, 0); err != nil {
+			return toErrno(err)
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		u, g := -1, -1
+		if uok {
+			u = int(uid)
+		}
+		if gok {
+			g = int(gid)
+		}
+		if err := unix.Fchownat(fd, "", u, g, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return toErrno(err)
+		}
+	}
+	// Truncate before setting times, so an explicit mtime survives.
+	if size, ok := in.GetSize(); ok {
+		if noTruncate {
+			return syscall.EISDIR
+		}
+		if err := truncateFd(fd, int64(size)); err != nil {
+			return toErrno(err)
+		}
+	}
+	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0 {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if in.Valid&fuse.FATTR_ATIME != 0 {
+			ts[0] = unix.Timespec{Sec: int64(in.Atime), Nsec: int64(in.Atimensec)}
+			if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+				ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
+			}
+		}
+		if in.Valid&fuse.FATTR_MTIME != 0 {
+			ts[1] = unix.Timespec{Sec: int64(in.Mtime), Nsec: int64(in.Mtimensec)}
+			if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+				ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
+			}
+		}
+		if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH); err != nil {
+			// utimensat has no AT_EMPTY_PATH before Linux 6.x on some
+			// filesystems: go through /proc instead.
+			if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, 0); err != nil {
+				return toErrno(err)
+			}
+		}
+	}
+	return 0
+}
+
+// truncateFd truncates the file behind fd, which may be an O_PATH
+// descriptor that ftruncate(2) refuses.
+func truncateFd(fd int, size int64) error {
+	if err := unix.Ftruncate(fd, size); err == nil {
+		return nil
+	}
+	wfd, err := unix.Open(procPath(fd, ""), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(wfd)
+	return unix.Ftruncate(wfd, size)
+}
+
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if errno := n.copyUp(ctx); errno != 0 {
+		return errno
+	}
+	return toErrno(unix.Lsetxattr(procPath(n.u.upper.fd, n.relPath()), attr, data, int(flags)))
+}
+
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	// Removing an attribute the file does not have changes nothing and
+	// needs no copy-up.
+	if _, errno := n.Getxattr(ctx, attr, nil); errno != 0 {
+		return errno
+	}
+	if errno := n.copyUp(ctx); errno != 0 {
+		return errno
+	}
+	return toErrno(unix.Lremovexattr(procPath(n.u.upper.fd, n.relPath()), attr))
+}
+
+func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn uint64, out *gofs.Inode, fhOut gofs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
+	hin, ok1 := fhIn.(*fileHandle)
+	hout, ok2 := fhOut.(*fileHandle)
+	if !ok1 || !ok2 {
+		return 0, syscall.EXDEV
+	}
+	inFd, errno := hin.readFd()
+	if errno != 0 {
+		return 0, errno
+	}
+	ioff, ooff := int64(offIn), int64(offOut)
+	k, err := unix.CopyFileRange(inFd, &ioff, hout.getFd(), &ooff, int(length), int(flags))
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	return uint32(k), 0
+}

@@ -1,0 +1,189 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/unionfs/unionfs/layerdb"
+)
+
+// swapPath parks one side's records while RENAME_EXCHANGE swaps two
+// subtrees; it lies in the reserved state directory, where no record of the
+// union can be.
+const swapPath = StateDir + "/swap"
+
+// Rename moves an entry. A directory that lower layers contribute to is
+// moved without copying its subtree: the upper directory is moved and a
+// redirect record tells lookups where its lower half lives (overlayfs
+// redirect_dir). The old name gets a whiteout if a lower layer still has it.
+func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
+		return syscall.EINVAL
+	}
+	exchange := flags&unix.RENAME_EXCHANGE != 0
+	if errno := n.prepareDir(); errno != 0 {
+		return errno
+	}
+	if errno := np.prepareDir(); errno != 0 {
+		return errno
+	}
+	src, err := n.resolve(name)
+	if err != nil {
+		return toErrno(err)
+	}
+	dst, err := np.resolve(newName)
+	dstExists := err == nil
+	if err != nil && err != unix.ENOENT {
+		return toErrno(err)
+	}
+	switch {
+	case flags&unix.RENAME_NOREPLACE != 0 && dstExists:
+		return syscall.EEXIST
+	case exchange && !dstExists:
+		return syscall.ENOENT
+	}
+	srcNode, errno := n.childNode(ctx, name)
+	if errno != 0 {
+		return errno
+	}
+	var dstNode *node
+	if dstExists {
+		if dstNode, errno = np.childNode(ctx, newName); errno != 0 {
+			return errno
+		}
+		if dstNode == srcNode {
+			return 0 // two names of one file: rename(2) does nothing
+		}
+	}
+	srcDir := isDirMode(src.st.Mode)
+	if dstExists && !exchange {
+		dstDir := isDirMode(dst.st.Mode)
+		switch {
+		case srcDir && !dstDir:
+			return syscall.ENOTDIR
+		case !srcDir && dstDir:
+			return syscall.EISDIR
+		case dstDir:
+			if errno := n.u.checkEmpty(joinPath(np.relPath(), newName), dst); errno != 0 {
+				return errno
+			}
+		}
+	}
+	if errno := srcNode.copyUp(ctx); errno != 0 {
+		return errno
+	}
+	if exchange {
+		if errno := dstNode.copyUp(ctx); errno != 0 {
+			return errno
+		}
+	}
+
+	oldP, newP := joinPath(n.relPath(), name), joinPath(np.relPath(), newName)
+	srcHasLower, err := n.lowerHas(name)
+	if err != nil {
+		return toErrno(err)
+	}
+	dstHasLower, err := np.lowerHas(newName)
+	if err != nil {
+		return toErrno(err)
+	}
+	e := &recordEdit{}
+	if exchange {
+		srcRec := n.u.recordFor(srcNode, newP, dstHasLower)
+		dstRec := n.u.recordFor(dstNode, oldP, srcHasLower)
+		e.move = [][2]string{{oldP, swapPath}, {newP, oldP}, {swapPath, newP}}
+		e.setOrDelete(newP, srcRec)
+		e.setOrDelete(oldP, dstRec)
+	} else {
+		newRec := n.u.recordFor(srcNode, newP, dstHasLower)
+		if dstExists {
+			e.delTree = append(e.delTree, newP)
+			if dst.inUpper && (isDirMode(dst.st.Mode) || dst.st.Nlink <= 1) {
+				e.dropIno = append(e.dropIno, dst.st.Ino)
+			}
+		}
+		if srcDir {
+			e.move = [][2]string{{oldP, newP}}
+		} else {
+			e.del = append(e.del, oldP)
+		}
+		e.setOrDelete(newP, newRec)
+		if srcHasLower {
+			e.putRec(oldP, layerdb.Record{Opaque: true})
+		}
+	}
+	// The upper changes first: if the server dies before the records are
+	// written, the lower half of a moved directory shows at its old place
+	// again, and nothing is hidden that should not be.
+	if err := unix.Renameat2(n.u.upper.fd, oldP, n.u.upper.fd, newP, uint(flags)); err != nil {
+		return toErrno(err)
+	}
+	if errno := n.u.commit(e); errno != 0 {
+		// Put the upper back as it was, so the union stays as before.
+		back := uint(0)
+		if exchange {
+			back = unix.RENAME_EXCHANGE
+		}
+		unix.Renameat2(n.u.upper.fd, newP, n.u.upper.fd, oldP, back)
+		return errno
+	}
+	if dstNode != nil && !exchange && !dst.inUpper {
+		dstNode.markRemoved()
+	}
+	return 0
+}
+
+// recordFor computes the record an entry needs at its new path p, where a
+// lower layer has an entry of that name if lowerAtP.
+func (u *Union) recordFor(c *node, p string, lowerAtP bool) layerdb.Record {
+	c.mu.Lock()
+	lowers := c.lowers
+	c.mu.Unlock()
+	if !c.IsDir() {
+		return layerdb.Record{Opaque: lowerAtP}
+	}
+	if len(lowers) == 0 {
+		// A directory of the upper alone must not merge with whatever
+		// the lower layers have at its new place.
+		return layerdb.Record{Opaque: lowerAtP}
+	}
+	target := lowers[0].path
+	if target == p {
+		return layerdb.Record{}
+	}
+	return layerdb.Record{Redirect: target}
+}
+
+func (e *recordEdit) setOrDelete(p string, r layerdb.Record) {
+	if r == (layerdb.Record{}) {
+		e.del = append(e.del, p)
+		return
+	}
+	e.putRec(p, r)
+}
+
+// childNode returns the node of an existing child, looking it up if the
+// kernel's dentry for it is not in the tree.
+func (n *node) childNode(ctx context.Context, name string) (*node, syscall.Errno) {
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok {
+			return cn, 0
+		}
+	}
+	var out fuse.EntryOut
+	ch, errno := n.Lookup(ctx, name, &out)
+	if errno != 0 {
+		return nil, errno
+	}
+	return ch.Operations().(*node), 0
+}
+
+func isDirMode(mode uint32) bool { return mode&unix.S_IFMT == unix.S_IFDIR }

@@ -1,0 +1,298 @@
+package layerdb
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Sentinel errors; test for them with errors.Is.
+var (
+	// ErrNotFound: no record or index entry for the key.
+	ErrNotFound = errors.New("not found")
+	// ErrLocked: Open timed out waiting for bbolt's file lock.
+	ErrLocked = errors.New("database is in use by another process")
+	// ErrCorrupt: not a valid bbolt file, truncated, or not laid out as a state database.
+	ErrCorrupt = errors.New("database is corrupt or not a unionfs state database")
+	// ErrVersion: a state database written by a newer format version.
+	ErrVersion = errors.New("unsupported state database version")
+	// ErrInvalidPath: a path that is not "" or clean and relative (see package
+	// doc), or a MoveTreeChange whose source and destination overlap.
+	ErrInvalidPath = errors.New("invalid path")
+)
+
+const (
+	formatVersion  = 1
+	defaultTimeout = 2 * time.Second
+	fileMode       = 0o600
+)
+
+var (
+	rootBucket    = []byte("unionfs.v1")
+	rootPrefix    = []byte("unionfs.v") // any other unionfs.vN is a newer format
+	versionKey    = []byte("version")
+	pathsBucket   = []byte("paths")
+	originsBucket = []byte("origins")
+	indexBucket   = []byte("index")
+)
+
+// Options configure Open.
+type Options struct {
+	ReadOnly bool          // open O_RDONLY with a shared lock; never creates the file
+	Timeout  time.Duration // bbolt flock timeout; 0 (or negative) means 2s. Never waits forever.
+	NoSync   bool          // skip fsync on commit; for tests and benchmarks only
+}
+
+// DB is an open layer state database.
+type DB struct {
+	bdb  *bolt.DB
+	path string
+}
+
+// Open opens or (unless opts.ReadOnly) creates the database at path; see the
+// package doc for what is created and what is rejected.
+func Open(path string, opts Options) (*DB, error) {
+	if !opts.ReadOnly {
+		if err := ensureExists(path); err != nil {
+			return nil, fmt.Errorf("create state database %s: %w", path, err)
+		}
+	}
+	bdb, err := openExisting(path, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open state database %s: %w", path, err)
+	}
+	return &DB{bdb: bdb, path: path}, nil
+}
+
+// Close closes the database, releasing its file lock.
+func (db *DB) Close() error {
+	if err := db.bdb.Close(); err != nil {
+		return fmt.Errorf("close state database %s: %w", db.path, err)
+	}
+	return nil
+}
+
+// Path returns the path the database was opened with.
+func (db *DB) Path() string { return db.path }
+
+// openExisting opens and validates an existing database file.
+func openExisting(path string, opts Options) (*bolt.DB, error) {
+	if !opts.ReadOnly {
+		// A writable bbolt.Open reads the freelist page before we can check that
+		// the file is not truncated (and faults if it is). A read-only open does
+		// not, so validate that way first, for a clear error and no fault.
+		ro := opts
+		ro.ReadOnly = true
+		bdb, err := openBolt(path, ro)
+		if err != nil {
+			return nil, err
+		}
+		if err := bdb.Close(); err != nil {
+			return nil, err
+		}
+	}
+	return openBolt(path, opts)
+}
+
+// openBolt opens and validates path with bbolt. It never creates the file
+// (bbolt would otherwise create and initialise a missing or empty one).
+func openBolt(path string, opts Options) (bdb *bolt.DB, err error) {
+	var file *os.File
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			// Free the file lock. If bbolt.Open itself panicked it returned no DB:
+			// unlock explicitly, since its memory map (leaked) keeps the open file
+			// description, and with it the flock, alive after Close.
+			if bdb != nil {
+				bdb.Close()
+			} else if file != nil {
+				syscall.Flock(int(file.Fd()), syscall.LOCK_UN)
+				file.Close()
+			}
+			bdb, err = nil, fmt.Errorf("%w: %v", ErrCorrupt, p)
+		}
+	}()
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = defaultTimeout
+	}
+	bdb, err = bolt.Open(path, fileMode, &bolt.Options{
+		Timeout:  timeout,
+		ReadOnly: opts.ReadOnly,
+		NoSync:   opts.NoSync,
+		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
+			f, err := os.OpenFile(name, flag&^os.O_CREATE, perm)
+			if err != nil {
+				return nil, err
+			}
+			// Checked here, on the descriptor bbolt will use, because bbolt
+			// initialises a zero-length file as a fresh database.
+			fi, err := f.Stat()
+			switch {
+			case err != nil:
+			case !fi.Mode().IsRegular():
+				err = fmt.Errorf("%w: not a regular file", ErrCorrupt)
+			case fi.Size() == 0:
+				err = fmt.Errorf("%w: file is empty", ErrCorrupt)
+			}
+			if err != nil {
+				f.Close()
+				return nil, err
+			}
+			file = f
+			return f, nil
+		},
+	})
+	if err != nil {
+		return nil, classifyOpenError(path, err)
+	}
+	fi, err := file.Stat()
+	if err == nil {
+		err = bdb.View(func(tx *bolt.Tx) error { return validate(tx, fi.Size()) })
+	}
+	if err != nil {
+		bdb.Close() // the validation error is the one worth reporting
+		return nil, err
+	}
+	return bdb, nil
+}
+
+// classifyOpenError maps bbolt's open errors onto ours. Errors from the OS
+// (permissions, I/O, missing file) pass through; content errors become ErrCorrupt.
+func classifyOpenError(path string, err error) error {
+	var pe *fs.PathError
+	var errno syscall.Errno
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return ErrLocked
+	case errors.Is(err, ErrCorrupt):
+		return err
+	case errors.As(err, &pe) && pe.Path == path:
+		return fmt.Errorf("%s: %w", pe.Op, pe.Err) // the caller already names the file
+	case errors.As(err, &pe), errors.As(err, &errno):
+		return err
+	default: // bbolt's invalid meta, checksum, "file size too small", ...
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+}
+
+// validate checks that tx sees a complete version-1 database in a file of fileSize bytes.
+func validate(tx *bolt.Tx, fileSize int64) error {
+	// bbolt does not check this itself and would fault reading past the end of the map.
+	if hw := tx.Size(); fileSize < hw {
+		return fmt.Errorf("%w: file has %d bytes but its pages extend to %d (truncated)", ErrCorrupt, fileSize, hw)
+	}
+	root := tx.Bucket(rootBucket)
+	if root == nil {
+		err := fmt.Errorf("%w: no %s bucket", ErrCorrupt, rootBucket)
+		tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			if bytes.HasPrefix(name, rootPrefix) {
+				err = fmt.Errorf("%w: found bucket %q, this build reads %s", ErrVersion, name, rootBucket)
+			}
+			return nil
+		})
+		return err
+	}
+	v := root.Get(versionKey)
+	if v == nil {
+		return fmt.Errorf("%w: no version key", ErrCorrupt)
+	}
+	if len(v) != 4 || binary.BigEndian.Uint32(v) == 0 {
+		return fmt.Errorf("%w: bad version key %x", ErrCorrupt, v)
+	}
+	if n := binary.BigEndian.Uint32(v); n != formatVersion {
+		return fmt.Errorf("%w: version %d, this build reads %d", ErrVersion, n, formatVersion)
+	}
+	for _, name := range [][]byte{pathsBucket, originsBucket, indexBucket} {
+		if root.Bucket(name) == nil {
+			return fmt.Errorf("%w: no %s bucket", ErrCorrupt, name)
+		}
+	}
+	return nil
+}
+
+// ensureExists creates the database at path if there is no file there yet.
+// It builds the database under a temporary name and links it into place, so
+// that the path never holds a half-initialised database (see package doc).
+func ensureExists(path string) error {
+	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+		return err // nil if it exists: openExisting validates it
+	}
+	dir := filepath.Dir(path)
+	_, err := os.Stat(dir)
+	newDir := errors.Is(err, fs.ErrNotExist)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmpName := tmp.Name()
+	defer os.Remove(tmpName) // after a successful link this just drops the extra name
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := initDB(tmpName); err != nil {
+		return err
+	}
+	// Link, unlike rename, fails if another process created the database meanwhile;
+	// then we use theirs.
+	if err := os.Link(tmpName, path); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	if newDir {
+		return syncDir(filepath.Dir(dir))
+	}
+	return nil
+}
+
+// initDB turns the empty file at name into a version-1 database, durably.
+func initDB(name string) error {
+	bdb, err := bolt.Open(name, fileMode, &bolt.Options{Timeout: defaultTimeout})
+	if err != nil {
+		return err
+	}
+	err = bdb.Update(func(tx *bolt.Tx) error {
+		root, err := tx.CreateBucket(rootBucket)
+		if err != nil {
+			return err
+		}
+		for _, name := range [][]byte{pathsBucket, originsBucket, indexBucket} {
+			if _, err := root.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		return root.Put(versionKey, binary.BigEndian.AppendUint32(nil, formatVersion))
+	})
+	if cerr := bdb.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
