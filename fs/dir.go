@@ -74,7 +74,12 @@ type resolved struct {
 // resolve finds name in the directory: the upper first, then the merged
 // lower listing, unless a whiteout or an opaque directory hides it.
 func (n *node) resolve(name string) (*resolved, error) {
-	dirPath := n.relPath()
+	return n.resolveAt(n.relPath(), name)
+}
+
+// resolveAt resolves name in the directory n, whose union path is dirPath.
+// n need not be in the kernel's tree (see Union.resolvePath).
+func (n *node) resolveAt(dirPath, name string) (*resolved, error) {
 	if dirPath == "" && name == StateDir {
 		return nil, unix.ENOENT
 	}

@@ -32,6 +32,8 @@ type layer struct {
 	// directory then by name. Empty for a plain directory. For lower layers it
 	// is loaded once at mount; the upper keeps its live copy in Union.
 	records map[string]map[string]layerdb.Record
+
+	links linkGroups // hard-link groups, found on first need
 }
 
 // openLayer opens dir as a layer root. The descriptor is O_PATH: it pins the

@@ -60,8 +60,9 @@ func buildLowerIndex(dirs []lowerRef) (*lowerIndex, error) {
 			}
 			return nil, err
 		}
+		m := markersOf(d, ents)
 		for _, e := range ents {
-			if d.path == "" && e.name == StateDir || stopped[e.name] {
+			if d.path == "" && e.name == StateDir || stopped[e.name] || m.isMarker(e.name) {
 				continue
 			}
 			ref := lowerRef{d.layer, joinPath(d.path, e.name)}
@@ -83,10 +84,8 @@ func buildLowerIndex(dirs []lowerRef) (*lowerIndex, error) {
 			x.byName[e.name] = int32(len(x.entries))
 			x.entries = append(x.entries, le)
 		}
-		for name, rec := range d.layer.records[d.path] {
-			if name == "" {
-				continue
-			}
+		// What this layer says about names applies to the layers below it.
+		for name, rec := range m.records {
 			if rec.Redirect != "" && !stopped[name] {
 				if le := x.lookup(name); le != nil && le.mode == unix.S_IFDIR && le.dirs[len(le.dirs)-1].layer == d.layer {
 					le.redirect, le.redirectAt = rec.Redirect, d.layer.idx
@@ -96,6 +95,9 @@ func buildLowerIndex(dirs []lowerRef) (*lowerIndex, error) {
 			if rec.Opaque {
 				stopped[name] = true
 			}
+		}
+		if m.opaque {
+			break
 		}
 	}
 	return x, nil

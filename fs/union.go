@@ -30,6 +30,7 @@ type Union struct {
 	log    *log.Logger
 	euid   int
 
+	root   *node       // the mounted root directory
 	db     *layerdb.DB // the upper's state database
 	workFd int         // O_PATH descriptor of the copy-up work dir
 
@@ -62,6 +63,7 @@ func Mount(cfg Config) (*Server, error) {
 		u.close()
 		return nil, err
 	}
+	u.root = root
 	timeout := cacheTimeout
 	fsName := cfg.FsName
 	if fsName == "" {

@@ -86,6 +86,12 @@ func (n *node) copyUpOpt(noData bool) syscall.Errno {
 	n.mu.Lock()
 	n.inUpper = true
 	n.mu.Unlock()
+	if err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		if err := n.u.linkAliases(w.lower, joinPath(pn.relPath(), name), dirfd, name); err != nil {
+			n.u.log.Printf("copy up %s: link other names: %v", w.lower.path, err)
+			return toErrno(err)
+		}
+	}
 	return 0
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -138,10 +137,13 @@ func serve(cfg ufs.Config, args []string) error {
 	reportReady(ready, nil)
 	cfg.Logger.Printf("mounted %s", cfg.Mountpoint)
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	go func() {
-		<-ctx.Done()
+		if _, ok := <-sigs; !ok {
+			return
+		}
 		cfg.Logger.Printf("signal received: unmounting %s", cfg.Mountpoint)
 		if err := srv.Unmount(); err != nil {
 			cfg.Logger.Printf("unmount: %v; detaching lazily", err)
