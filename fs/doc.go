@@ -1,0 +1,48 @@
+// Package fs is the union filesystem served over FUSE. It is the only
+// package that imports go-fuse.
+//
+// # The stack
+//
+// A Union is a stack of layers, top first: the writable upper (if any),
+// then the read-only lowers. Every layer is held by an O_PATH descriptor of
+// its root and reached only with *at(2) calls beneath it, opening with
+// openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS): a symlink stored in a layer
+// is content to serve, never a path the server follows.
+//
+// # Invariants
+//
+//   - Lower layers never change under a mount. A directory's merged lower
+//     listing (lowerIndex) is therefore built once, on first use, and
+//     answers every later lookup and listing without a system call; the
+//     kernel may cache entries and attributes for long.
+//   - The upper changes only through this server. Its entries are always
+//     read live; its records (whiteouts, opaque directories, redirects)
+//     live in the state database and, mirrored, in Union.records. The
+//     database is written first, so the union never shows what a crash
+//     would take back — except for a directory rename, where the upper
+//     rename goes first (see Rename) so that a crash hides nothing.
+//   - An upper entry always wins over a record at the same path; a record
+//     with Opaque set at a path where the upper has nothing is a whiteout.
+//   - A node's union inode number never changes: a copied-up file keeps its
+//     origin's number through the origins table.
+//   - A node is copied up at most once (node.cu), parents first; the copy
+//     is built in the work directory and renamed into place (package
+//     copyup), so a crash leaves the lower file or the whole copy.
+//
+// # Locks
+//
+// node.cu is held across a copy-up, which may copy a parent first: always
+// child before parent is never taken, so the order is parent's cu, then
+// child's. node.mu and Union.mu guard small fields and are never held
+// across a system call on a layer or a call into go-fuse.
+//
+// # FUSE deadlock traps (go-fuse fs/api.go)
+//
+// The server never touches its own mountpoint: it never forks with file
+// descriptors into the mount, never execs a file from it, never mmaps a
+// file it serves and never stats it while holding a lock (the daemon's
+// readiness check happens after Mount has returned, from the waiting
+// parent's point of view). Tests run the server as a separate process for
+// the same reason: a test process that served the mount and also forked or
+// mmapped through it could deadlock the runtime.
+package fs
