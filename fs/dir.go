@@ -66,6 +66,7 @@ func (n *node) hasUpper() bool {
 // resolved is what one name of a directory resolves to.
 type resolved struct {
 	st      unix.Stat_t
+	gen     uint64 // birth-time generation of an upper entry (see statAt)
 	inUpper bool
 	lower   lowerRef
 	lowers  []lowerRef // directories only
@@ -86,7 +87,8 @@ func (n *node) resolveAt(dirPath, name string) (*resolved, error) {
 	childPath := joinPath(dirPath, name)
 	r := &resolved{}
 	if n.hasUpper() {
-		err := lstatAt(n.u.upper.fd, childPath, &r.st)
+		var err error
+		r.gen, err = statAt(n.u.upper.fd, childPath, &r.st)
 		switch {
 		case err == nil:
 			r.inUpper = true
@@ -135,10 +137,25 @@ func (n *node) resolveAt(dirPath, name string) (*resolved, error) {
 
 // unionIno is the inode number the union reports for a resolved entry.
 func (u *Union) unionIno(r *resolved) uint64 {
-	if r.inUpper {
-		return u.upperIno(&r.st)
+	ino, _ := u.ident(r)
+	return ino
+}
+
+// ident is a resolved entry's identity in the union: its inode number and a
+// generation. Lower files and copies of them keep generation 0 (their
+// identity is their origin's); a file born in the upper carries its birth
+// time, so that a new file which got a freed inode number is a new node.
+func (u *Union) ident(r *resolved) (ino, gen uint64) {
+	if !r.inUpper {
+		return u.inos.ino(r.st.Dev, r.st.Ino), 0
 	}
-	return u.inos.ino(r.st.Dev, r.st.Ino)
+	u.mu.RLock()
+	o, ok := u.origins[r.st.Ino]
+	u.mu.RUnlock()
+	if ok {
+		return o, 0
+	}
+	return u.inos.ino(r.st.Dev, r.st.Ino), r.gen
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -152,15 +169,17 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 // newChild makes (or finds, for a hard link seen before) the node of a
 // resolved entry and fills out from it.
 func (n *node) newChild(ctx context.Context, r *resolved, out *fuse.EntryOut) *gofs.Inode {
+	ino, gen := n.u.ident(r)
 	child := &node{
 		u:       n.u,
-		ino:     n.u.unionIno(r),
+		ino:     ino,
+		gen:     gen,
 		inUpper: r.inUpper,
 		lower:   r.lower,
 		lowers:  r.lowers,
 	}
 	child.fillAttr(&r.st, &out.Attr)
-	return n.NewInode(ctx, child, gofs.StableAttr{Mode: r.st.Mode & unix.S_IFMT, Ino: child.ino})
+	return n.NewInode(ctx, child, gofs.StableAttr{Mode: r.st.Mode & unix.S_IFMT, Ino: ino, Gen: gen})
 }
 
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {

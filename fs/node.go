@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -18,6 +19,7 @@ type node struct {
 	gofs.Inode
 	u   *Union
 	ino uint64 // the union inode number, fixed for the node's life
+	gen uint64 // with ino, the node's identity (see Union.ident)
 
 	cu sync.Mutex // held while copying the node up, so that it happens once
 
@@ -49,10 +51,29 @@ func (n *node) where() where {
 	return where{upper: n.inUpper, lower: n.lower}
 }
 
+// orphanPath stands for the path of a node that has no name left (an
+// unlinked file still open, a removed directory): it lies beneath a
+// directory that never exists, so every call on it fails with ENOENT
+// instead of reaching some other file.
+const orphanPath = StateDir + "/no-such-dir/orphan"
+
 // relPath is the node's path in the union, which is also its path in the
 // upper layer.
 func (n *node) relPath() string {
-	return n.Path(nil)
+	var parts []string
+	cur, root := &n.Inode, &n.u.root.Inode
+	for cur != root {
+		name, parent := cur.Parent()
+		if parent == nil {
+			return orphanPath
+		}
+		parts = append(parts, name)
+		cur = parent
+	}
+	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
+		parts[i], parts[j] = parts[j], parts[i]
+	}
+	return strings.Join(parts, "/")
 }
 
 // backing returns the directory descriptor and relative path of the real
@@ -66,9 +87,25 @@ func (n *node) backing() (int, string) {
 }
 
 // lstat stats the real file behind the node.
+// The path may name another file by now (the node's name was renamed over
+// or unlinked and the inode number reused): that is reported as ENOENT
+// rather than serving another file's attributes.
 func (n *node) lstat(st *unix.Stat_t) error {
-	fd, p := n.backing()
-	return lstatAt(fd, p, st)
+	w := n.where()
+	if !w.upper {
+		return lstatAt(w.lower.layer.fd, w.lower.path, st)
+	}
+	gen, err := statAt(n.u.upper.fd, n.relPath(), st)
+	if err != nil {
+		return err
+	}
+	if n == n.u.root {
+		return nil
+	}
+	if ino, g := n.u.ident(&resolved{st: *st, gen: gen, inUpper: true}); ino != n.ino || g != n.gen {
+		return unix.ENOENT
+	}
+	return nil
 }
 
 // fillAttr turns a real stat into the union's view of it.

@@ -145,3 +145,40 @@ func readDirAt(dirfd int, path string) ([]rawDirent, error) {
 	}
 	return out, nil
 }
+
+// statAt is lstatAt that also returns a generation number for the inode:
+// its birth time, which tells a file apart from an earlier one that had
+// the same inode number (ext4 reuses numbers at once). It is 1 where the
+// filesystem keeps no birth time.
+func statAt(dirfd int, path string, st *unix.Stat_t) (gen uint64, err error) {
+	var sx unix.Statx_t
+	for {
+		err = unix.Statx(dirfd, relPath(path), unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_SYNC_AS_STAT,
+			unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
+	*st = unix.Stat_t{
+		Dev:     unix.Mkdev(sx.Dev_major, sx.Dev_minor),
+		Ino:     sx.Ino,
+		Nlink:   uint64(sx.Nlink),
+		Mode:    uint32(sx.Mode),
+		Uid:     sx.Uid,
+		Gid:     sx.Gid,
+		Rdev:    unix.Mkdev(sx.Rdev_major, sx.Rdev_minor),
+		Size:    int64(sx.Size),
+		Blksize: int64(sx.Blksize),
+		Blocks:  int64(sx.Blocks),
+		Atim:    unix.Timespec{Sec: sx.Atime.Sec, Nsec: int64(sx.Atime.Nsec)},
+		Mtim:    unix.Timespec{Sec: sx.Mtime.Sec, Nsec: int64(sx.Mtime.Nsec)},
+		Ctim:    unix.Timespec{Sec: sx.Ctime.Sec, Nsec: int64(sx.Ctime.Nsec)},
+	}
+	if sx.Mask&unix.STATX_BTIME == 0 || sx.Btime.Sec == 0 && sx.Btime.Nsec == 0 {
+		return 1, nil
+	}
+	return uint64(sx.Btime.Sec)*1e9 + uint64(sx.Btime.Nsec), nil
+}

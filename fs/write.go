@@ -240,7 +240,8 @@ func (n *node) chownNew(ctx context.Context, dirPath, name string) error {
 // newUpperChild makes the node for an entry just created in the upper.
 func (n *node) newUpperChild(ctx context.Context, p string, out *fuse.EntryOut) (*gofs.Inode, *node, error) {
 	r := &resolved{inUpper: true}
-	if err := lstatAt(n.u.upper.fd, p, &r.st); err != nil {
+	var err error
+	if r.gen, err = statAt(n.u.upper.fd, p, &r.st); err != nil {
 		return nil, nil, err
 	}
 	ch := n.newChild(ctx, r, out)
