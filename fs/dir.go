@@ -296,6 +296,10 @@ func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 	if !h.n.hasUpper() {
 		return 0
 	}
+	// The directory's whiteouts and renames are part of it.
+	if err := h.n.u.journal.flush(); err != nil {
+		return syscall.EIO
+	}
 	fd, err := openBeneath(h.n.u.upper.fd, h.n.relPath(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return toErrno(err)

@@ -126,7 +126,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if err := unix.Renameat2(n.u.upper.fd, oldP, n.u.upper.fd, newP, uint(flags)); err != nil {
 		return toErrno(err)
 	}
-	if errno := n.u.commit(e); errno != 0 {
+	if errno := n.u.commit(e, false); errno != 0 {
 		// Put the upper back as it was, so the union stays as before.
 		back := uint(0)
 		if exchange {

@@ -40,7 +40,8 @@ func (u *Union) openState() error {
 		db.Close()
 		return fmt.Errorf("read %s: %w", dbPath, err)
 	}
-	u.db, u.records, u.origins = db, recs, origins
+	u.db, u.records, u.origins = db, newRecordTree(recs), origins
+	u.journal = newJournal(db, u.log)
 	u.upper.records = nil // the upper's records live in u.records
 
 	// A private subdirectory, so that cleaning it can never touch

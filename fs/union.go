@@ -35,7 +35,8 @@ type Union struct {
 	workFd int         // O_PATH descriptor of the copy-up work dir
 
 	mu      sync.RWMutex
-	records map[string]layerdb.Record // the upper's records, by path
+	records recordTree                // the upper's records
+	journal *journal                  // writes record changes to db
 	origins map[uint64]uint64         // upper inode -> union inode of its copy-up origin
 }
 
@@ -142,8 +143,14 @@ func newUnion(cfg Config) (*Union, error) {
 
 func (u *Union) close() error {
 	var err error
+	if u.journal != nil {
+		err = u.journal.close()
+		u.journal = nil
+	}
 	if u.db != nil {
-		err = u.db.Close()
+		if cerr := u.db.Close(); err == nil {
+			err = cerr
+		}
 		u.db = nil
 	}
 	for _, l := range u.layers {
@@ -168,7 +175,7 @@ func (u *Union) lowers() []*layer {
 // upperRecord returns the upper's record for path p.
 func (u *Union) upperRecord(p string) (layerdb.Record, bool) {
 	u.mu.RLock()
-	r, ok := u.records[p]
+	r, ok := u.records.get(p)
 	u.mu.RUnlock()
 	return r, ok
 }

@@ -101,13 +101,12 @@ func (u *Union) setOrigin(upperIno, ino uint64) syscall.Errno {
 	if u.inos.ino(u.upper.dev, upperIno) == ino {
 		return 0
 	}
-	if err := u.db.SetOrigin(upperIno, ino); err != nil {
-		u.log.Printf("state database: %v", err)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if _, err := u.journal.add([]layerdb.Change{layerdb.OriginChange(upperIno, ino)}); err != nil {
 		return syscall.EIO
 	}
-	u.mu.Lock()
 	u.origins[upperIno] = ino
-	u.mu.Unlock()
 	return 0
 }
 
@@ -128,9 +127,10 @@ func (e *recordEdit) putRec(p string, r layerdb.Record) {
 	e.put[p] = r
 }
 
-// commit writes the edit in one transaction, then mirrors it in memory in
-// the same order: deletions, moves, puts.
-func (u *Union) commit(e *recordEdit) syscall.Errno {
+// commit applies the edit to the in-memory records and queues it for the
+// state database. With durable set it returns only once the edit is on
+// disk: the caller is about to change the upper in a way that relies on it.
+func (u *Union) commit(e *recordEdit, durable bool) syscall.Errno {
 	var ch []layerdb.Change
 	for _, p := range e.delTree {
 		ch = append(ch, layerdb.DeleteTreeChange(p))
@@ -150,54 +150,33 @@ func (u *Union) commit(e *recordEdit) syscall.Errno {
 	if len(ch) == 0 {
 		return 0
 	}
-	if err := u.db.Apply(ch...); err != nil {
-		u.log.Printf("state database: %v", err)
+	u.mu.Lock()
+	seq, err := u.journal.add(ch)
+	if err == nil {
+		for _, p := range e.delTree {
+			u.records.deleteTree(p)
+		}
+		for _, p := range e.del {
+			u.records.del(p)
+		}
+		for _, m := range e.move {
+			u.records.moveTree(m[0], m[1])
+		}
+		for p, r := range e.put {
+			u.records.put(p, r)
+		}
+		for _, ino := range e.dropIno {
+			delete(u.origins, ino)
+		}
+	}
+	u.mu.Unlock()
+	if err == nil && durable {
+		err = u.journal.wait(seq)
+	}
+	if err != nil {
 		return syscall.EIO
 	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	for _, p := range e.delTree {
-		deleteTree(u.records, p)
-	}
-	for _, p := range e.del {
-		delete(u.records, p)
-	}
-	for _, m := range e.move {
-		moveTree(u.records, m[0], m[1])
-	}
-	for p, r := range e.put {
-		u.records[p] = r
-	}
-	for _, ino := range e.dropIno {
-		delete(u.origins, ino)
-	}
 	return 0
-}
-
-func inTree(p, root string) bool {
-	return root == "" || p == root || len(p) > len(root) && p[:len(root)] == root && p[len(root)] == '/'
-}
-
-func deleteTree(m map[string]layerdb.Record, root string) {
-	for p := range m {
-		if inTree(p, root) {
-			delete(m, p)
-		}
-	}
-}
-
-func moveTree(m map[string]layerdb.Record, from, to string) {
-	deleteTree(m, to)
-	moved := make(map[string]layerdb.Record)
-	for p, r := range m {
-		if inTree(p, from) {
-			moved[to+p[len(from):]] = r
-			delete(m, p)
-		}
-	}
-	for p, r := range moved {
-		m[p] = r
-	}
 }
 
 // lowerHas reports whether the lower layers merged into this directory have
@@ -396,7 +375,9 @@ func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 	if r.inUpper && (isDir || r.st.Nlink <= 1) {
 		e.dropIno = append(e.dropIno, r.st.Ino)
 	}
-	if errno := n.u.commit(e); errno != 0 {
+	// The whiteout must be on disk before the upper entry that hides the
+	// lower one goes: otherwise a crash would bring back the lower file.
+	if errno := n.u.commit(e, r.inUpper && hasLower); errno != 0 {
 		return errno
 	}
 	if r.inUpper {

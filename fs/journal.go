@@ -1,0 +1,114 @@
+package fs
+
+import (
+	"log"
+	"sync"
+
+	"github.com/unionfs/unionfs/layerdb"
+)
+
+// journal writes record changes to the state database in the background,
+// in batches: one transaction, so one fsync, for whatever accumulated while
+// the previous batch was being written. A burst of deletions (rm -rf of a
+// lower tree) thus costs a few commits instead of one per file.
+//
+// Changes are applied to the in-memory records before they reach the disk.
+// A change that an upper modification depends on (the whiteout that must
+// exist before the upper file shadowing a lower one is unlinked) is waited
+// for; the rest may be lost in a crash, which then reads as if the
+// operation had not happened.
+type journal struct {
+	db  *layerdb.DB
+	log *log.Logger
+
+	mu      sync.Mutex
+	cond    sync.Cond
+	pending []layerdb.Change
+	queued  uint64 // sequence number of the last batch of changes added
+	written uint64 // changes up to this sequence number are on disk
+	err     error  // a failed commit: every later write fails too
+	closed  bool
+
+	kick chan struct{}
+	done chan struct{}
+}
+
+func newJournal(db *layerdb.DB, logger *log.Logger) *journal {
+	j := &journal{db: db, log: logger, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	j.cond.L = &j.mu
+	go j.run()
+	return j
+}
+
+// add queues changes. The caller must hold the lock that orders its
+// in-memory update, so that the disk sees changes in the same order.
+// It returns the sequence number to wait for.
+func (j *journal) add(changes []layerdb.Change) (uint64, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.err != nil {
+		return 0, j.err
+	}
+	j.pending = append(j.pending, changes...)
+	j.queued++
+	select {
+	case j.kick <- struct{}{}:
+	default:
+	}
+	return j.queued, nil
+}
+
+// wait blocks until the changes with sequence number seq are on disk.
+func (j *journal) wait(seq uint64) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for j.written < seq && j.err == nil {
+		j.cond.Wait()
+	}
+	return j.err
+}
+
+// flush waits until everything queued so far is on disk.
+func (j *journal) flush() error {
+	j.mu.Lock()
+	seq := j.queued
+	j.mu.Unlock()
+	return j.wait(seq)
+}
+
+func (j *journal) run() {
+	defer close(j.done)
+	for range j.kick {
+		j.mu.Lock()
+		batch, upto := j.pending, j.queued
+		j.pending = nil
+		j.mu.Unlock()
+		var err error
+		if len(batch) > 0 {
+			err = j.db.Apply(batch...)
+			if err != nil {
+				j.log.Printf("state database: %v; refusing further changes", err)
+			}
+		}
+		j.mu.Lock()
+		if err != nil && j.err == nil {
+			j.err = err
+		}
+		j.written = upto
+		j.cond.Broadcast()
+		j.mu.Unlock()
+	}
+}
+
+// close writes what is queued and stops the writer.
+func (j *journal) close() error {
+	err := j.flush()
+	j.mu.Lock()
+	if !j.closed {
+		j.closed = true
+		close(j.kick)
+	}
+	j.mu.Unlock()
+	<-j.done
+	return err
+}
