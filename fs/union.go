@@ -35,9 +35,9 @@ type Union struct {
 	workFd int         // O_PATH descriptor of the copy-up work dir
 
 	mu      sync.RWMutex
-	records recordTree                // the upper's records
-	journal *journal                  // writes record changes to db
-	origins map[uint64]uint64         // upper inode -> union inode of its copy-up origin
+	records recordTree        // the upper's records
+	journal *journal          // writes record changes to db
+	origins map[uint64]uint64 // upper inode -> union inode of its copy-up origin
 }
 
 // Server is a running mount.
