@@ -21,7 +21,8 @@ type Config struct {
 
 	ReadOnly   bool // refuse every write even with an upper
 	AllowOther bool
-	Debug      bool // log every FUSE request
+	Debug      bool     // log every FUSE request
+	Volumes    []Volume // host directories bind-mounted into the union
 	// KernelFlags are nosuid, nodev, noexec or their opposites, for mount(2).
 	KernelFlags []string
 	FsName      string // the mount's source, as mount(8) shows it
@@ -67,6 +68,9 @@ func (c *Config) Validate() error {
 				return fmt.Errorf("lower dir %s is inside the upper dir %s", l, c.Upper)
 			}
 		}
+	}
+	if err := c.validateVolumes(); err != nil {
+		return err
 	}
 	if c.Workdir != "" {
 		if c.Upper == "" {
@@ -161,4 +165,29 @@ func notInside(what, p string, lowers []string, mnt string) error {
 // hasPrefixDir reports whether p is dir or lies beneath it.
 func hasPrefixDir(p, dir string) bool {
 	return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
+}
+
+func (c *Config) validateVolumes() error {
+	for i := range c.Volumes {
+		v := &c.Volumes[i]
+		var err error
+		if v.Source, err = existingDir("volume source", v.Source); err != nil {
+			return err
+		}
+		if !filepath.IsAbs(v.Dest) || filepath.Clean(v.Dest) != v.Dest || v.Dest == "/" {
+			return fmt.Errorf("volume destination %q must be a clean absolute path other than /", v.Dest)
+		}
+		if hasPrefixDir(v.Dest, "/"+StateDir) {
+			return fmt.Errorf("volume destination %s is inside the reserved %s", v.Dest, "/"+StateDir)
+		}
+		if hasPrefixDir(v.Source, c.Mountpoint) || hasPrefixDir(c.Mountpoint, v.Source) {
+			return fmt.Errorf("volume source %s overlaps the mountpoint %s", v.Source, c.Mountpoint)
+		}
+		for _, o := range c.Volumes[:i] {
+			if hasPrefixDir(v.Dest, o.Dest) || hasPrefixDir(o.Dest, v.Dest) {
+				return fmt.Errorf("volume destinations %s and %s overlap", o.Dest, v.Dest)
+			}
+		}
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -65,6 +66,8 @@ func (n *node) hasUpper() bool {
 
 // resolved is what one name of a directory resolves to.
 type resolved struct {
+	volume  *Union // the root of this volume
+	virtual bool   // a directory that only leads to a volume
 	st      unix.Stat_t
 	gen     uint64 // birth-time generation of an upper entry (see statAt)
 	inUpper bool
@@ -81,10 +84,27 @@ func (n *node) resolve(name string) (*resolved, error) {
 // resolveAt resolves name in the directory n, whose union path is dirPath.
 // n need not be in the kernel's tree (see Union.resolvePath).
 func (n *node) resolveAt(dirPath, name string) (*resolved, error) {
-	if dirPath == "" && name == StateDir {
+	if dirPath == "" && name == StateDir && !n.u.volume {
 		return nil, unix.ENOENT
 	}
 	childPath := joinPath(dirPath, name)
+	if v := n.u.volumeAt(childPath); v != nil {
+		r := &resolved{volume: v, inUpper: true}
+		if err := lstatAt(v.upper.fd, "", &r.st); err != nil {
+			return nil, err
+		}
+		return r, nil
+	}
+	r, err := n.resolveLayers(dirPath, childPath, name)
+	// With a writable upper the mount made these directories for real.
+	if err == unix.ENOENT && n.u.writable() != 0 && n.u.isVolumeAncestor(childPath) {
+		return n.u.virtualDir(childPath), nil
+	}
+	return r, err
+}
+
+// resolveLayers resolves name through the layers alone.
+func (n *node) resolveLayers(dirPath, childPath, name string) (*resolved, error) {
 	r := &resolved{}
 	if n.hasUpper() {
 		var err error
@@ -169,7 +189,22 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 // newChild makes (or finds, for a hard link seen before) the node of a
 // resolved entry and fills out from it.
 func (n *node) newChild(ctx context.Context, r *resolved, out *fuse.EntryOut) *gofs.Inode {
+	if r.volume != nil {
+		root := r.volume.root
+		root.fillAttr(&r.st, &out.Attr)
+		setVolumeTimeouts(out)
+		return n.NewInode(ctx, root, gofs.StableAttr{Mode: unix.S_IFDIR, Ino: root.ino})
+	}
+	if n.u.volume {
+		setVolumeTimeouts(out)
+	}
 	ino, gen := n.u.ident(r)
+	if r.virtual {
+		st := r.st
+		child := &node{u: n.u, ino: r.st.Ino, virtual: &st}
+		child.fillAttr(&r.st, &out.Attr)
+		return n.NewInode(ctx, child, gofs.StableAttr{Mode: unix.S_IFDIR, Ino: child.ino})
+	}
 	child := &node{
 		u:       n.u,
 		ino:     ino,
@@ -210,7 +245,7 @@ func (n *node) listingAt(dirPath string) ([]fuse.DirEntry, error) {
 		}
 		inUpper = make(map[string]bool, len(raw))
 		for _, e := range raw {
-			if dirPath == "" && e.name == StateDir {
+			if dirPath == "" && e.name == StateDir && !n.u.volume {
 				continue
 			}
 			inUpper[e.name] = true
@@ -234,7 +269,51 @@ func (n *node) listingAt(dirPath string) ([]fuse.DirEntry, error) {
 		}
 		ents = append(ents, fuse.DirEntry{Name: le.name, Mode: le.mode, Ino: n.u.inos.ino(le.top.layer.dev, le.ino)})
 	}
-	return ents, nil
+	return n.u.addVolumeEntries(dirPath, ents), nil
+}
+
+// addVolumeEntries shows the volumes (and the virtual directories leading
+// to them) attached in directory dirPath, in place of any layer entry of
+// the same name.
+func (u *Union) addVolumeEntries(dirPath string, ents []fuse.DirEntry) []fuse.DirEntry {
+	if len(u.volumes) == 0 {
+		return ents
+	}
+	seen := make(map[string]int, len(ents))
+	for i, e := range ents {
+		seen[e.Name] = i
+	}
+	add := func(name string, ino uint64) {
+		e := fuse.DirEntry{Name: name, Mode: unix.S_IFDIR, Ino: ino}
+		if i, ok := seen[name]; ok {
+			ents[i] = e
+			return
+		}
+		seen[name] = len(ents)
+		ents = append(ents, e)
+	}
+	for _, vm := range u.volumes {
+		rest, ok := strings.CutPrefix(vm.dest, dirPath)
+		if dirPath != "" && (!ok || !strings.HasPrefix(rest, "/")) {
+			continue
+		}
+		rest = strings.TrimPrefix(rest, "/")
+		name, deeper, _ := strings.Cut(rest, "/")
+		switch {
+		case deeper == "":
+			add(name, vm.u.root.ino)
+		default:
+			if _, ok := seen[name]; !ok {
+				add(name, u.virtualDir(joinPath(dirPath, name)).st.Ino)
+			}
+		}
+	}
+	return ents
+}
+
+func setVolumeTimeouts(out *fuse.EntryOut) {
+	out.SetEntryTimeout(volumeTimeout)
+	out.SetAttrTimeout(volumeTimeout)
 }
 
 func (n *node) parentIno() uint64 {
@@ -297,8 +376,10 @@ func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 		return 0
 	}
 	// The directory's whiteouts and renames are part of it.
-	if err := h.n.u.journal.flush(); err != nil {
-		return syscall.EIO
+	if j := h.n.u.journal; j != nil {
+		if err := j.flush(); err != nil {
+			return syscall.EIO
+		}
 	}
 	fd, err := openBeneath(h.n.u.upper.fd, h.n.relPath(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {

@@ -23,6 +23,8 @@ type node struct {
 
 	cu sync.Mutex // held while copying the node up, so that it happens once
 
+	virtual *unix.Stat_t // a directory that exists only to lead to a volume
+
 	mu      sync.Mutex
 	removed bool        // a lower-only file whose last name was removed: nlink 0
 	inUpper bool        // an entry exists in the upper at the node's path
@@ -91,6 +93,10 @@ func (n *node) backing() (int, string) {
 // or unlinked and the inode number reused): that is reported as ENOENT
 // rather than serving another file's attributes.
 func (n *node) lstat(st *unix.Stat_t) error {
+	if n.virtual != nil {
+		*st = *n.virtual
+		return nil
+	}
 	w := n.where()
 	if !w.upper {
 		return lstatAt(w.lower.layer.fd, w.lower.path, st)
@@ -154,6 +160,9 @@ func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 		return toErrno(err)
 	}
 	n.fillAttr(&st, &out.Attr)
+	if n.u.volume {
+		out.SetTimeout(volumeTimeout)
+	}
 	return 0
 }
 
@@ -168,6 +177,9 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	if n.virtual != nil {
+		return nil, syscall.EINVAL
+	}
 	fd, p := n.backing()
 	for size := 256; ; size *= 2 {
 		buf := make([]byte, size)
@@ -182,6 +194,9 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 }
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if n.virtual != nil {
+		return 0, syscall.ENODATA
+	}
 	fd, p := n.backing()
 	k, err := unix.Lgetxattr(procPath(fd, p), attr, dest)
 	if err != nil {
@@ -191,6 +206,9 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	if n.virtual != nil {
+		return 0, 0
+	}
 	fd, p := n.backing()
 	k, err := unix.Llistxattr(procPath(fd, p), dest)
 	if err != nil {

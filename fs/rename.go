@@ -25,6 +25,12 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if !ok {
 		return syscall.EXDEV
 	}
+	if errno := crossesVolume(n, np); errno != 0 {
+		return errno
+	}
+	if n.u.holdsVolume(joinPath(n.relPath(), name)) || n.u.holdsVolume(joinPath(np.relPath(), newName)) {
+		return syscall.EBUSY
+	}
 	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
 		return syscall.EINVAL
 	}

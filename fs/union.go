@@ -30,9 +30,11 @@ type Union struct {
 	log    *log.Logger
 	euid   int
 
-	root   *node       // the mounted root directory
-	db     *layerdb.DB // the upper's state database
-	workFd int         // O_PATH descriptor of the copy-up work dir
+	root    *node         // the mounted root directory
+	volume  bool          // this union serves a volume: one layer, no records
+	volumes []volumeMount // volumes attached inside this union
+	db      *layerdb.DB   // the upper's state database
+	workFd  int           // O_PATH descriptor of the copy-up work dir
 
 	mu      sync.RWMutex
 	records recordTree        // the upper's records
@@ -65,6 +67,10 @@ func Mount(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	u.root = root
+	if err := u.prepareVolumeParents(); err != nil {
+		u.close()
+		return nil, err
+	}
 	timeout := cacheTimeout
 	fsName := cfg.FsName
 	if fsName == "" {
@@ -102,6 +108,12 @@ func Mount(cfg Config) (*Server, error) {
 	return &Server{Server: server, u: u}, nil
 }
 
+// Protocol is the FUSE protocol version the kernel offered, as "7.41".
+func (s *Server) Protocol() string {
+	in := s.KernelSettings()
+	return fmt.Sprintf("%d.%d", in.Major, in.Minor)
+}
+
 // Close releases the layers and the state database; call it after the
 // server has stopped serving (Wait returned).
 func (s *Server) Close() error { return s.u.close() }
@@ -131,7 +143,19 @@ func newUnion(cfg Config) (*Union, error) {
 			return nil, err
 		}
 	}
-	u.inos = newInoMap(u.layers)
+	if err := u.openVolumes(); err != nil {
+		u.close()
+		return nil, err
+	}
+	all := u.layers
+	for _, vm := range u.volumes {
+		all = append(all, vm.u.layers...)
+	}
+	u.inos = newInoMap(all)
+	if err := u.volumeRoots(); err != nil {
+		u.close()
+		return nil, err
+	}
 	if u.upper != nil {
 		if err := u.openState(); err != nil {
 			u.close()
@@ -156,6 +180,10 @@ func (u *Union) close() error {
 	for _, l := range u.layers {
 		unix.Close(l.fd)
 	}
+	for _, vm := range u.volumes {
+		vm.u.close()
+	}
+	u.volumes = nil
 	if u.workFd > 0 {
 		unix.Close(u.workFd)
 		u.workFd = 0

@@ -64,6 +64,9 @@ func (n *node) copyUpOpt(noData bool) syscall.Errno {
 	if w.upper {
 		return 0
 	}
+	if w.lower.layer == nil {
+		return syscall.EROFS // a virtual directory leading to a volume
+	}
 	dirfd, err := openBeneath(n.u.upper.fd, pn.relPath(), unix.O_PATH|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return toErrno(err)
@@ -147,8 +150,8 @@ func (u *Union) commit(e *recordEdit, durable bool) syscall.Errno {
 	for _, ino := range e.dropIno {
 		ch = append(ch, layerdb.DeleteOriginChange(ino))
 	}
-	if len(ch) == 0 {
-		return 0
+	if len(ch) == 0 || u.journal == nil {
+		return 0 // a volume keeps no records
 	}
 	u.mu.Lock()
 	seq, err := u.journal.add(ch)
@@ -308,6 +311,9 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if !ok {
 		return nil, syscall.EXDEV
 	}
+	if errno := crossesVolume(n, t); errno != 0 {
+		return nil, errno
+	}
 	if errno := n.prepareDir(); errno != 0 {
 		return nil, errno
 	}
@@ -354,6 +360,9 @@ func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 		return syscall.EISDIR
 	}
 	p := joinPath(n.relPath(), name)
+	if n.u.holdsVolume(p) {
+		return syscall.EBUSY
+	}
 	if isDir {
 		if errno := n.u.checkEmpty(p, r); errno != 0 {
 			return errno

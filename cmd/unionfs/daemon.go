@@ -32,15 +32,34 @@ func isDaemonChild() bool { return os.Getenv(envDaemon) != "" }
 // mountRecord describes a live mount in the runtime directory, for umount
 // (and inspection): which process serves it and what it stacks.
 type mountRecord struct {
-	Mountpoint string    `json:"mountpoint"`
-	PID        int       `json:"pid"`
-	Lowers     []string  `json:"lowers"`
-	Upper      string    `json:"upper,omitempty"`
-	Workdir    string    `json:"workdir,omitempty"`
-	ReadOnly   bool      `json:"readOnly"`
-	LogFile    string    `json:"logFile,omitempty"`
-	Started    time.Time `json:"started"`
+	Mountpoint string        `json:"Mountpoint"`
+	PID        int           `json:"Pid"`
+	Lowers     []string      `json:"Lowers"`
+	Upper      string        `json:"Upper,omitempty"`
+	Workdir    string        `json:"Workdir,omitempty"`
+	ReadOnly   bool          `json:"ReadOnly"`
+	Options    []string      `json:"Options,omitempty"`
+	Mounts     []mountVolume `json:"Mounts"`
+	LogFile    string        `json:"LogFile,omitempty"`
+	// FUSEProtocol is the version the kernel offered at INIT.
+	FUSEProtocol string    `json:"FUSEProtocol,omitempty"`
+	Started      time.Time `json:"StartedAt"`
 }
+
+// mountVolume is one volume of a mount, in the shape of docker inspect's
+// Mounts.
+type mountVolume struct {
+	Type        string `json:"Type"`
+	Name        string `json:"Name,omitempty"`
+	Source      string `json:"Source"`
+	Destination string `json:"Destination"`
+	Driver      string `json:"Driver,omitempty"`
+	Mode        string `json:"Mode"`
+	RW          bool   `json:"RW"`
+}
+
+// Volumes is for volumesInUse.
+func (r *mountRecord) volumes() []mountVolume { return r.Mounts }
 
 // runtimeDir holds the records of this user's mounts.
 func runtimeDir() string {
@@ -104,7 +123,7 @@ func startDaemon(args []string, mnt, logFile string) error {
 
 // serve mounts and serves until the filesystem is unmounted or a signal
 // asks to unmount it.
-func serve(cfg ufs.Config, args []string) error {
+func serve(cfg ufs.Config, vols []mountVolume, args []string) error {
 	var ready *os.File
 	logFile := ""
 	if isDaemonChild() {
@@ -128,7 +147,11 @@ func serve(cfg ufs.Config, args []string) error {
 	rec := mountRecord{
 		Mountpoint: cfg.Mountpoint, PID: os.Getpid(), Lowers: cfg.Lowers, Upper: cfg.Upper,
 		Workdir: cfg.Workdir, ReadOnly: cfg.ReadOnly || cfg.Upper == "", LogFile: logFile,
-		Started: time.Now().UTC(),
+		Started: time.Now().UTC(), Mounts: vols, Options: args,
+		FUSEProtocol: srv.Protocol(),
+	}
+	if rec.Mounts == nil {
+		rec.Mounts = []mountVolume{}
 	}
 	if err := writeRecord(rec); err != nil {
 		cfg.Logger.Printf("warning: cannot record the mount: %v", err)
@@ -263,10 +286,17 @@ func unmountLazy(mnt string) error {
 }
 
 func fusermount() string {
-	if p, err := exec.LookPath("fusermount3"); err == nil {
+	if p, err := findFusermount(); err == nil {
 		return p
 	}
 	return "fusermount"
+}
+
+func findFusermount() (string, error) {
+	if p, err := exec.LookPath("fusermount3"); err == nil {
+		return p, nil
+	}
+	return exec.LookPath("fusermount")
 }
 
 // waitExit waits for the server process to finish flushing its state.
@@ -295,4 +325,31 @@ func isZombie(pid int) bool {
 	}
 	i := strings.LastIndexByte(string(data), ')')
 	return i > 0 && i+2 < len(data) && data[i+2] == 'Z'
+}
+
+// liveMounts returns the records of this user's mounts whose server is
+// still running, dropping the records of dead ones.
+func liveMounts() []mountRecord {
+	dir := filepath.Join(runtimeDir(), "mounts")
+	ents, _ := os.ReadDir(dir)
+	var out []mountRecord
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		var rec mountRecord
+		if json.Unmarshal(data, &rec) != nil {
+			continue
+		}
+		if unix.Kill(rec.PID, 0) != nil || isZombie(rec.PID) {
+			os.Remove(filepath.Join(dir, e.Name()))
+			continue
+		}
+		out = append(out, rec)
+	}
+	return out
 }

@@ -18,6 +18,10 @@ const usage = `unionfs: a copy-on-write union filesystem for container images
 Usage:
   unionfs mount [flags] MOUNTPOINT     mount a union (see unionfs mount --help)
   unionfs umount MOUNTPOINT            unmount it and wait for the server to exit
+  unionfs volume create|ls|inspect|rm|prune   manage named volumes
+  unionfs inspect MOUNTPOINT           what a live mount stacks, as JSON
+  unionfs ps                           the live mounts of this user
+  unionfs info                         version, storage, kernel features
   unionfs -o OPTIONS MOUNTPOINT        mount, as podman/buildah call a mount_program
   unionfs SOURCE MOUNTPOINT -o OPTIONS mount, as mount(8) calls a fuse.unionfs fstab entry
   unionfs version                      print the version
@@ -56,6 +60,14 @@ func run(args []string) error {
 		return mountCmd(args[1:])
 	case "umount", "unmount":
 		return umountCmd(args[1:])
+	case "volume":
+		return volumeCmd(args[1:])
+	case "inspect":
+		return inspectCmd(args[1:])
+	case "ps", "mounts":
+		return psCmd(args[1:])
+	case "info":
+		return infoCmd(args[1:])
 	case "version", "--version", "-V":
 		fmt.Printf("unionfs %s\n", version)
 		return nil

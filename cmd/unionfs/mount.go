@@ -33,6 +33,8 @@ type mountFlags struct {
 	foreground bool
 	logFile    string
 	debug      bool
+	volumes    []string
+	root       string
 }
 
 func parseMountFlags(args []string) (*mountFlags, []string, error) {
@@ -44,10 +46,12 @@ func parseMountFlags(args []string) (*mountFlags, []string, error) {
 	set.StringVarP(&f.workdir, "workdir", "w", "", "copy-up scratch `DIR` on the upper's filesystem (default: inside the upper)")
 	set.StringArrayVarP(&f.options, "options", "o", nil, "mount `OPTIONS`: lowerdir=,upperdir=,workdir=,ro,allow_other,default_permissions,debug and fstab words")
 	set.BoolVarP(&f.foreground, "foreground", "f", false, "stay in the foreground and log to stderr; unmount on SIGINT/SIGTERM")
+	set.StringArrayVarP(&f.volumes, "volume", "v", nil, "bind `SRC:DST[:ro]` (a host dir), NAME:DST[:ro] (a named volume) or DST (an anonymous one) into the union; repeatable")
+	set.StringVar(&f.root, "root", "", "store `DIR` for images and named volumes (default /var/lib/unionfs as root, ~/.local/share/unionfs otherwise; or $UNIONFS_ROOT)")
 	set.StringVar(&f.logFile, "log-file", "", "where the background server logs (default: the runtime directory)")
 	set.BoolVarP(&f.debug, "debug", "d", false, "log every FUSE request")
 	// mount(8) passes these to helpers; they change nothing here.
-	for _, h := range []struct{ long, short string }{{"no-mtab", "n"}, {"sloppy", "s"}, {"verbose", "v"}} {
+	for _, h := range []struct{ long, short string }{{"no-mtab", "n"}, {"sloppy", "s"}} {
 		set.BoolP(h.long, h.short, false, "")
 		set.MarkHidden(h.long)
 	}
@@ -63,9 +67,33 @@ func parseMountFlags(args []string) (*mountFlags, []string, error) {
 }
 
 // mountConfig turns flags and positional arguments into a filesystem
-// configuration, reporting unknown options as warnings.
-func mountConfig(f *mountFlags, pos []string) (ufs.Config, []string, error) {
-	var cfg ufs.Config
+// configuration, reporting unknown options as warnings. The volumes come
+// back in the shape inspect shows them.
+func mountConfig(f *mountFlags, pos []string) (ufs.Config, []mountVolume, []string, error) {
+	cfg, warnings, err := baseConfig(f, pos)
+	if err != nil {
+		return cfg.Config, nil, nil, err
+	}
+	var vols []mountVolume
+	for _, spec := range append(append([]string(nil), f.volumes...), cfg.volumeSpecs...) {
+		v, mv, err := parseVolumeSpec(spec, storeRoot(f.root))
+		if err != nil {
+			return cfg.Config, nil, nil, err
+		}
+		cfg.Volumes = append(cfg.Volumes, v)
+		vols = append(vols, mv)
+	}
+	return cfg.Config, vols, warnings, nil
+}
+
+// parsedConfig is a Config plus the raw volume specs from -o.
+type parsedConfig struct {
+	ufs.Config
+	volumeSpecs []string
+}
+
+func baseConfig(f *mountFlags, pos []string) (parsedConfig, []string, error) {
+	var cfg parsedConfig
 	switch len(pos) {
 	case 1:
 		cfg.Mountpoint = pos[0]
@@ -98,6 +126,7 @@ func mountConfig(f *mountFlags, pos []string) (ufs.Config, []string, error) {
 	cfg.AllowOther = o.allowOther
 	cfg.Debug = o.debug || f.debug
 	cfg.KernelFlags = o.kernelFlags
+	cfg.volumeSpecs = o.volumes
 	return cfg, o.warnings, nil
 }
 
@@ -120,7 +149,7 @@ func mountCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, warnings, err := mountConfig(f, pos)
+	cfg, vols, warnings, err := mountConfig(f, pos)
 	if err != nil {
 		return err
 	}
@@ -140,5 +169,5 @@ func mountCmd(args []string) error {
 	if f.foreground {
 		cfg.Logger = log.New(os.Stderr, "unionfs: ", log.LstdFlags)
 	}
-	return serve(cfg, args)
+	return serve(cfg, vols, args)
 }

@@ -17,6 +17,7 @@ type mountOpts struct {
 	defaultPermissions bool
 	debug              bool
 	kernelFlags        []string // nosuid, nodev, noexec and their opposites, for mount(2)
+	volumes            []string // SRC:DST[:ro] specs, escapes kept
 	warnings           []string // unknown options: reported once and ignored
 }
 
@@ -84,6 +85,11 @@ func (o *mountOpts) set(entry string) error {
 			return errors.New("workdir= needs a directory")
 		}
 		o.workdir = val
+	case key == "volume":
+		if val == "" {
+			return errors.New("volume= needs SRC:DST")
+		}
+		o.volumes = append(o.volumes, val)
 	case key == "ro" && !hasVal:
 		o.readOnly = true
 	case key == "allow_other" && !hasVal:
@@ -140,8 +146,9 @@ func splitOptions(s string) ([]string, error) {
 			out[i] = unescape(e, "")
 			continue
 		}
-		// lowerdir keeps its escapes: "\:" separates differently there.
-		if key != "lowerdir" {
+		// lowerdir and volume keep their escapes: "\:" separates
+		// differently there.
+		if key != "lowerdir" && key != "volume" {
 			val = unescape(val, "")
 		}
 		out[i] = unescape(key, "") + "=" + val
