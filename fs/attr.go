@@ -119,7 +119,9 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if errno := n.copyUp(ctx); errno != 0 {
 		return errno
 	}
-	return toErrno(unix.Lsetxattr(procPath(n.u.upper.fd, n.relPath()), attr, data, int(flags)))
+	return toErrno(n.u.upper.xattrPath(n.relPath(), func(p string) error {
+		return unix.Lsetxattr(p, attr, data, int(flags))
+	}))
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
@@ -131,7 +133,9 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if errno := n.copyUp(ctx); errno != 0 {
 		return errno
 	}
-	return toErrno(unix.Lremovexattr(procPath(n.u.upper.fd, n.relPath()), attr))
+	return toErrno(n.u.upper.xattrPath(n.relPath(), func(p string) error {
+		return unix.Lremovexattr(p, attr)
+	}))
 }
 
 func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn uint64, out *gofs.Inode, fhOut gofs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {

@@ -108,7 +108,7 @@ func (n *node) resolveLayers(dirPath, childPath, name string) (*resolved, error)
 	r := &resolved{}
 	if n.hasUpper() {
 		var err error
-		r.gen, err = statAt(n.u.upper.fd, childPath, &r.st)
+		r.gen, err = n.u.upper.stat(childPath, &r.st)
 		switch {
 		case err == nil:
 			r.inUpper = true
@@ -181,6 +181,10 @@ func (u *Union) ident(r *resolved) (ino, gen uint64) {
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	r, err := n.resolve(name)
 	if err != nil {
+		if n.u.volume && err == unix.ENOENT {
+			// Another mount may create the name any time.
+			out.SetEntryTimeout(volumeTimeout)
+		}
 		return nil, toErrno(err)
 	}
 	return n.newChild(ctx, r, out), 0
@@ -364,6 +368,9 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 			var st unix.Stat_t
 			if err := cn.lstat(&st); err == nil {
 				cn.fillAttr(&st, &out.Attr)
+				if cn.u.volume {
+					setVolumeTimeouts(out)
+				}
 				return ch, 0
 			}
 		}

@@ -146,7 +146,7 @@ func (n *node) knownChild(name string) *node {
 // copying it and its parents up as needed.
 func (u *Union) ensureUpperDir(dir string) error {
 	var st unix.Stat_t
-	if err := lstatAt(u.upper.fd, dir, &st); err == nil {
+	if err := u.upper.lstat(dir, &st); err == nil {
 		return nil
 	}
 	parent, name := splitPath(dir)

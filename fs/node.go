@@ -101,7 +101,7 @@ func (n *node) lstat(st *unix.Stat_t) error {
 	if !w.upper {
 		return lstatAt(w.lower.layer.fd, w.lower.path, st)
 	}
-	gen, err := statAt(n.u.upper.fd, n.relPath(), st)
+	gen, err := n.u.upper.stat(n.relPath(), st)
 	if err != nil {
 		return err
 	}
@@ -180,25 +180,32 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	if n.virtual != nil {
 		return nil, syscall.EINVAL
 	}
-	fd, p := n.backing()
-	for size := 256; ; size *= 2 {
-		buf := make([]byte, size)
-		k, err := unix.Readlinkat(fd, p, buf)
-		if err != nil {
-			return nil, toErrno(err)
-		}
-		if k < size {
-			return buf[:k], 0
-		}
+	if w := n.where(); !w.upper {
+		b, err := w.lower.layer.readlink(w.lower.path)
+		return b, toErrno(err)
 	}
+	b, err := n.u.upper.readlink(n.relPath())
+	return b, toErrno(err)
+}
+
+// withXattrPath calls fn with a path for the xattr calls on the node's real
+// file. Lower layers cannot change, so their paths are used as they are.
+func (n *node) withXattrPath(fn func(p string) error) error {
+	if w := n.where(); !w.upper {
+		return fn(procPath(w.lower.layer.fd, w.lower.path))
+	}
+	return n.u.upper.xattrPath(n.relPath(), fn)
 }
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	if n.virtual != nil {
 		return 0, syscall.ENODATA
 	}
-	fd, p := n.backing()
-	k, err := unix.Lgetxattr(procPath(fd, p), attr, dest)
+	var k int
+	err := n.withXattrPath(func(p string) (err error) {
+		k, err = unix.Lgetxattr(p, attr, dest)
+		return err
+	})
 	if err != nil {
 		return 0, toErrno(err)
 	}
@@ -209,8 +216,11 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	if n.virtual != nil {
 		return 0, 0
 	}
-	fd, p := n.backing()
-	k, err := unix.Llistxattr(procPath(fd, p), dest)
+	var k int
+	err := n.withXattrPath(func(p string) (err error) {
+		k, err = unix.Llistxattr(p, dest)
+		return err
+	})
 	if err != nil {
 		return 0, toErrno(err)
 	}

@@ -129,7 +129,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	// The upper changes first: if the server dies before the records are
 	// written, the lower half of a moved directory shows at its old place
 	// again, and nothing is hidden that should not be.
-	if err := unix.Renameat2(n.u.upper.fd, oldP, n.u.upper.fd, newP, uint(flags)); err != nil {
+	if err := n.u.upper.rename(oldP, newP, uint(flags)); err != nil {
 		return toErrno(err)
 	}
 	if errno := n.u.commit(e, false); errno != 0 {
@@ -138,7 +138,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		if exchange {
 			back = unix.RENAME_EXCHANGE
 		}
-		unix.Renameat2(n.u.upper.fd, newP, n.u.upper.fd, oldP, back)
+		n.u.upper.rename(newP, oldP, back)
 		return errno
 	}
 	if dstNode != nil && !exchange && !dst.inUpper {

@@ -58,6 +58,7 @@ func (u *Union) openState() error {
 	if err := clearDir(work); err != nil {
 		return fmt.Errorf("clean work dir %s: %w", work, err)
 	}
+	u.workDir = work
 	fd, err := unix.Open(work, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open work dir %s: %w", work, err)

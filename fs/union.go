@@ -35,6 +35,7 @@ type Union struct {
 	volumes []volumeMount // volumes attached inside this union
 	db      *layerdb.DB   // the upper's state database
 	workFd  int           // O_PATH descriptor of the copy-up work dir
+	workDir string        // its path
 
 	mu      sync.RWMutex
 	records recordTree        // the upper's records
@@ -97,7 +98,9 @@ func Mount(cfg Config) (*Server, error) {
 		},
 	}
 	opts.MountOptions.Options = append(opts.MountOptions.Options, cfg.KernelFlags...)
-	if u.upper == nil || cfg.ReadOnly {
+	// The kernel refuses writes itself on a read-only mount, unless a
+	// writable volume is attached: then the server refuses them.
+	if (u.upper == nil || cfg.ReadOnly) && !hasWritableVolume(cfg.Volumes) {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
 	server, err := gofs.Mount(cfg.Mountpoint, root, opts)
@@ -113,6 +116,9 @@ func (s *Server) Protocol() string {
 	in := s.KernelSettings()
 	return fmt.Sprintf("%d.%d", in.Major, in.Minor)
 }
+
+// Workdir is the copy-up work directory the mount uses ("" when read-only).
+func (s *Server) Workdir() string { return s.u.workDir }
 
 // Close releases the layers and the state database; call it after the
 // server has stopped serving (Wait returned).

@@ -141,7 +141,7 @@ func (u *Union) prepareVolumeParents() error {
 			if err := u.ensureUpperDir(parent); err != nil {
 				return fmt.Errorf("volume destination /%s: %w", vm.dest, err)
 			}
-			if err := unix.Mkdirat(u.upper.fd, p, 0o755); err != nil && err != unix.EEXIST {
+			if err := u.upper.mkdir(p, 0o755); err != nil && err != unix.EEXIST {
 				return fmt.Errorf("volume destination /%s: create /%s: %w", vm.dest, p, err)
 			}
 		}
@@ -169,6 +169,15 @@ func hashPath(p string) uint64 {
 		h *= 1099511628211
 	}
 	return h
+}
+
+func hasWritableVolume(vols []Volume) bool {
+	for _, v := range vols {
+		if !v.ReadOnly {
+			return true
+		}
+	}
+	return false
 }
 
 // crossesVolume is the EXDEV check for rename and link: a volume is another

@@ -213,17 +213,17 @@ func (n *node) chownNew(ctx context.Context, dirPath, name string) error {
 	}
 	gid := int(caller.Gid)
 	var st unix.Stat_t
-	if err := lstatAt(n.u.upper.fd, dirPath, &st); err == nil && st.Mode&unix.S_ISGID != 0 {
+	if err := n.u.upper.lstat(dirPath, &st); err == nil && st.Mode&unix.S_ISGID != 0 {
 		gid = -1
 	}
-	return unix.Fchownat(n.u.upper.fd, joinPath(dirPath, name), int(caller.Uid), gid, unix.AT_SYMLINK_NOFOLLOW)
+	return n.u.upper.chown(joinPath(dirPath, name), int(caller.Uid), gid)
 }
 
 // newUpperChild makes the node for an entry just created in the upper.
 func (n *node) newUpperChild(ctx context.Context, p string, out *fuse.EntryOut) (*gofs.Inode, *node, error) {
 	r := &resolved{inUpper: true}
 	var err error
-	if r.gen, err = statAt(n.u.upper.fd, p, &r.st); err != nil {
+	if r.gen, err = n.u.upper.stat(p, &r.st); err != nil {
 		return nil, nil, err
 	}
 	ch := n.newChild(ctx, r, out)
@@ -242,7 +242,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	}
 	if err := n.chownNew(ctx, dir, name); err != nil {
 		unix.Close(fd)
-		unix.Unlinkat(n.u.upper.fd, p, 0)
+		n.u.upper.unlink(p, 0)
 		return nil, nil, 0, toErrno(err)
 	}
 	ch, _, err := n.newUpperChild(ctx, p, out)
@@ -261,10 +261,10 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	p := joinPath(dir, name)
 	// A directory made where a lower entry was deleted must not show that
 	// entry's old children: the whiteout record already makes it opaque.
-	if err := unix.Mkdirat(n.u.upper.fd, p, mode); err != nil {
+	if err := n.u.upper.mkdir(p, mode); err != nil {
 		return nil, toErrno(err)
 	}
-	return n.finishNew(ctx, dir, name, out, func() { unix.Unlinkat(n.u.upper.fd, p, unix.AT_REMOVEDIR) })
+	return n.finishNew(ctx, dir, name, out, func() { n.u.upper.unlink(p, unix.AT_REMOVEDIR) })
 }
 
 // finishNew chowns a new entry and returns its node, undoing the creation
@@ -288,10 +288,10 @@ func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 	}
 	dir := n.relPath()
 	p := joinPath(dir, name)
-	if err := unix.Mknodat(n.u.upper.fd, p, mode, int(rdev)); err != nil {
+	if err := n.u.upper.mknod(p, mode, int(rdev)); err != nil {
 		return nil, toErrno(err)
 	}
-	return n.finishNew(ctx, dir, name, out, func() { unix.Unlinkat(n.u.upper.fd, p, 0) })
+	return n.finishNew(ctx, dir, name, out, func() { n.u.upper.unlink(p, 0) })
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -300,10 +300,10 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	}
 	dir := n.relPath()
 	p := joinPath(dir, name)
-	if err := unix.Symlinkat(target, n.u.upper.fd, p); err != nil {
+	if err := n.u.upper.symlink(target, p); err != nil {
 		return nil, toErrno(err)
 	}
-	return n.finishNew(ctx, dir, name, out, func() { unix.Unlinkat(n.u.upper.fd, p, 0) })
+	return n.finishNew(ctx, dir, name, out, func() { n.u.upper.unlink(p, 0) })
 }
 
 func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -323,11 +323,11 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return nil, errno
 	}
 	p := joinPath(n.relPath(), name)
-	if err := unix.Linkat(n.u.upper.fd, t.relPath(), n.u.upper.fd, p, 0); err != nil {
+	if err := n.u.upper.link(t.relPath(), p); err != nil {
 		return nil, toErrno(err)
 	}
 	var st unix.Stat_t
-	if err := lstatAt(n.u.upper.fd, p, &st); err != nil {
+	if err := n.u.upper.lstat(p, &st); err != nil {
 		return nil, toErrno(err)
 	}
 	t.fillAttr(&st, &out.Attr)
@@ -394,7 +394,7 @@ func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 		if isDir {
 			flags = unix.AT_REMOVEDIR
 		}
-		if err := unix.Unlinkat(n.u.upper.fd, p, flags); err != nil {
+		if err := n.u.upper.unlink(p, flags); err != nil {
 			return toErrno(err)
 		}
 	}

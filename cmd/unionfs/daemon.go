@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -82,11 +83,34 @@ func recordPath(mnt, ext string) string {
 	return filepath.Join(runtimeDir(), "mounts", name+ext)
 }
 
+// daemonArgs is what the background server is handed: the checked
+// configuration, as JSON in its environment.
+type daemonArgs struct {
+	Config  ufs.Config
+	Volumes []mountVolume
+	Args    []string
+}
+
+const envJob = "_UNIONFS_JOB"
+
+func daemonJob() (*daemonArgs, error) {
+	var job daemonArgs
+	if err := json.Unmarshal([]byte(os.Getenv(envJob)), &job); err != nil {
+		return nil, fmt.Errorf("read mount job: %w", err)
+	}
+	return &job, nil
+}
+
 // startDaemon starts the server in the background and waits until it
 // reports that the mount is live, or why it failed.
-func startDaemon(args []string, mnt, logFile string) error {
+func startDaemon(job daemonArgs, logFile string) error {
+	mnt := job.Config.Mountpoint
 	if logFile == "" {
 		logFile = recordPath(mnt, ".log")
+	}
+	jobJSON, err := json.Marshal(job)
+	if err != nil {
+		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(logFile), 0o700); err != nil {
 		return fmt.Errorf("create log dir: %w", err)
@@ -100,8 +124,8 @@ func startDaemon(args []string, mnt, logFile string) error {
 		return err
 	}
 	defer r.Close()
-	cmd := exec.Command(exe, append([]string{"mount"}, args...)...)
-	cmd.Env = append(os.Environ(), envDaemon+"=3", envLogFile+"="+logFile)
+	cmd := exec.Command(exe, "mount", mnt)
+	cmd.Env = append(os.Environ(), envDaemon+"=3", envLogFile+"="+logFile, envJob+"="+string(jobJSON))
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -146,7 +170,7 @@ func serve(cfg ufs.Config, vols []mountVolume, args []string) error {
 	}
 	rec := mountRecord{
 		Mountpoint: cfg.Mountpoint, PID: os.Getpid(), Lowers: cfg.Lowers, Upper: cfg.Upper,
-		Workdir: cfg.Workdir, ReadOnly: cfg.ReadOnly || cfg.Upper == "", LogFile: logFile,
+		Workdir: cmp.Or(cfg.Workdir, srv.Workdir()), ReadOnly: cfg.ReadOnly || cfg.Upper == "", LogFile: logFile,
 		Started: time.Now().UTC(), Mounts: vols, Options: args,
 		FUSEProtocol: srv.Protocol(),
 	}

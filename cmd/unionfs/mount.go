@@ -142,6 +142,15 @@ func pick(what, flag, opt string) (string, error) {
 }
 
 func mountCmd(args []string) error {
+	if isDaemonChild() {
+		// The parent parsed and checked everything, and made the
+		// volumes: take its result rather than parse again.
+		job, err := daemonJob()
+		if err != nil {
+			return reportReady(os.NewFile(3, "ready"), err)
+		}
+		return serve(job.Config, job.Volumes, job.Args)
+	}
 	f, pos, err := parseMountFlags(args)
 	if errors.Is(err, pflag.ErrHelp) {
 		return nil
@@ -153,21 +162,32 @@ func mountCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	if !isDaemonChild() {
-		for _, w := range warnings {
-			fmt.Fprintf(os.Stderr, "unionfs: warning: %s\n", w)
-		}
+	for _, w := range warnings {
+		fmt.Fprintf(os.Stderr, "unionfs: warning: %s\n", w)
+	}
+	created, err := makeVolumes(vols, storeRoot(f.root))
+	if err != nil {
+		return err
+	}
+	// A mount that fails takes back the volumes it made.
+	undo := func(err error) error {
+		removeVolumes(created, storeRoot(f.root))
+		return err
 	}
 	// Check before detaching, so that a bad flag fails in the caller's
 	// terminal and not in a log file.
 	if err := cfg.Validate(); err != nil {
-		return err
+		return undo(err)
 	}
-	if !f.foreground && !isDaemonChild() {
-		return startDaemon(args, cfg.Mountpoint, f.logFile)
+	if !f.foreground {
+		if err := startDaemon(daemonArgs{Config: cfg, Volumes: vols, Args: args}, f.logFile); err != nil {
+			return undo(err)
+		}
+		return nil
 	}
-	if f.foreground {
-		cfg.Logger = log.New(os.Stderr, "unionfs: ", log.LstdFlags)
+	cfg.Logger = log.New(os.Stderr, "unionfs: ", log.LstdFlags)
+	if err := serve(cfg, vols, args); err != nil {
+		return undo(err)
 	}
-	return serve(cfg, vols, args)
+	return nil
 }

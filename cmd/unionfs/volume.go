@@ -115,17 +115,44 @@ func listVolumes(root string) ([]volumeInfo, error) {
 	return out, nil
 }
 
-// volumesInUse returns the named volumes that live mounts use.
+// volumesInUse maps the data directories of the volumes that live mounts
+// use to a mountpoint using each.
 func volumesInUse() map[string]string {
 	used := make(map[string]string)
 	for _, rec := range liveMounts() {
 		for _, v := range rec.volumes() {
-			if v.Name != "" {
-				used[v.Name] = rec.Mountpoint
+			if v.Type == "volume" {
+				used[v.Source] = rec.Mountpoint
 			}
 		}
 	}
 	return used
+}
+
+// makeVolumes creates the named volumes a mount asks for that do not
+// exist yet, and returns their names.
+func makeVolumes(vols []mountVolume, root string) ([]string, error) {
+	var created []string
+	for _, v := range vols {
+		if v.Type != "volume" {
+			continue
+		}
+		_, isNew, err := createVolume(root, v.Name, nil)
+		if err != nil {
+			removeVolumes(created, root)
+			return nil, err
+		}
+		if isNew {
+			created = append(created, v.Name)
+		}
+	}
+	return created, nil
+}
+
+func removeVolumes(names []string, root string) {
+	for _, n := range names {
+		os.RemoveAll(volumeDir(root, n))
+	}
 }
 
 // parseVolumeSpec turns SRC:DST[:ro|rw], NAME:DST[:mode] or DST[:mode]
@@ -164,11 +191,11 @@ func parseVolumeSpec(spec, root string) (ufs.Volume, mountVolume, error) {
 			rand.Read(b[:])
 			name = hex.EncodeToString(b[:])
 		}
-		v, _, err := createVolume(root, name, nil)
-		if err != nil {
-			return ufs.Volume{}, mv, err
+		if !volumeName.MatchString(name) {
+			return ufs.Volume{}, mv, fmt.Errorf("invalid volume name %q: use letters, digits, '_', '.', '-'", name)
 		}
-		mv.Type, mv.Name, mv.Source, mv.Driver = "volume", name, v.Mountpoint, "local"
+		mv.Type, mv.Name, mv.Driver = "volume", name, "local"
+		mv.Source = filepath.Join(volumeDir(root, name), "_data")
 	}
 	return ufs.Volume{Source: mv.Source, Dest: dst, ReadOnly: !mv.RW}, mv, nil
 }
@@ -241,7 +268,7 @@ func volumeCmd(args []string) error {
 			if _, err := readVolume(r, name); err != nil {
 				return err
 			}
-			if mnt, ok := used[name]; ok {
+			if mnt, ok := used[filepath.Join(volumeDir(r, name), "_data")]; ok {
 				return fmt.Errorf("volume %s is in use by the mount at %s", name, mnt)
 			}
 			if err := os.RemoveAll(volumeDir(r, name)); err != nil {
@@ -256,7 +283,7 @@ func volumeCmd(args []string) error {
 			return err
 		}
 		for _, v := range vols {
-			if _, ok := used[v.Name]; ok {
+			if _, ok := used[v.Mountpoint]; ok {
 				continue
 			}
 			if err := os.RemoveAll(volumeDir(r, v.Name)); err != nil {
