@@ -6,7 +6,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 PREFIX   ?= /usr/local
 SBINDIR  ?= /sbin
 
-.PHONY: all build test test-short install uninstall demo clean help
+.PHONY: all build test test-short bench install uninstall demo clean help
 
 all: build
 
@@ -19,6 +19,10 @@ test: ## run every test: unit, end-to-end mounts, conformance, kernel-overlayfs 
 
 test-short: ## unit tests only (no mounts)
 	$(GO) test -count=1 -short ./...
+
+bench: build ## side-by-side benchmark against kernel overlayfs and fuse-overlayfs (root; BENCHFLAGS=-quick for ~1 min)
+	$(GO) build -o bin/unionbench ./cmd/unionbench
+	./bin/unionbench -unionfs $(BIN) $(BENCHFLAGS)
 
 install: build ## install to $(PREFIX)/bin and link $(SBINDIR)/mount.fuse.unionfs for mount -t fuse.unionfs
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/unionfs
