@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/unionfs/unionfs/whiteout"
 )
 
 // Source is the lower entry to copy: a path beneath a layer root descriptor.
@@ -244,6 +247,9 @@ func CopyXattrs(from, to string) error {
 		return fmt.Errorf("list xattrs: %w", err)
 	}
 	for _, name := range names {
+		if isLayerMarker(name) {
+			continue
+		}
 		val, err := getXattr(from, name)
 		if err != nil {
 			if errors.Is(err, unix.ENODATA) {
@@ -259,6 +265,14 @@ func CopyXattrs(from, to string) error {
 		}
 	}
 	return nil
+}
+
+// isLayerMarker reports the xattrs by which overlayfs and fuse-overlayfs
+// mark a layer's directories (opaque, redirect): they describe the lower
+// layer, and a copy carrying them would mean something else in the upper.
+func isLayerMarker(name string) bool {
+	return strings.HasPrefix(name, whiteout.TrustedPrefix) || strings.HasPrefix(name, whiteout.UserPrefix) ||
+		strings.HasPrefix(name, whiteout.FuseOverlayfsPrefix)
 }
 
 func listXattrs(p string) ([]string, error) {

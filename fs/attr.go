@@ -116,6 +116,9 @@ func truncateFd(fd int, size int64) error {
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if isPrivateXattr(attr) {
+		return syscall.EOPNOTSUPP
+	}
 	if errno := n.copyUp(ctx); errno != 0 {
 		return errno
 	}
@@ -125,6 +128,9 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if isPrivateXattr(attr) {
+		return syscall.EOPNOTSUPP
+	}
 	// Removing an attribute the file does not have changes nothing and
 	// needs no copy-up.
 	if _, errno := n.Getxattr(ctx, attr, nil); errno != 0 {

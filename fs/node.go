@@ -11,6 +11,8 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/unionfs/unionfs/whiteout"
 )
 
 // node is one file of the union: a directory merged from several layers, or
@@ -197,8 +199,16 @@ func (n *node) withXattrPath(fn func(p string) error) error {
 	return n.u.upper.xattrPath(n.relPath(), fn)
 }
 
+// isPrivateXattr reports the attributes that mark layers for overlayfs and
+// fuse-overlayfs: unionfs reads them from lower layers, and like overlayfs
+// it neither shows them nor lets them be set through the mount.
+func isPrivateXattr(name string) bool {
+	return strings.HasPrefix(name, whiteout.TrustedPrefix) || strings.HasPrefix(name, whiteout.UserPrefix) ||
+		strings.HasPrefix(name, whiteout.FuseOverlayfsPrefix)
+}
+
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if n.virtual != nil {
+	if n.virtual != nil || isPrivateXattr(attr) {
 		return 0, syscall.ENODATA
 	}
 	var k int
@@ -216,15 +226,37 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	if n.virtual != nil {
 		return 0, 0
 	}
-	var k int
-	err := n.withXattrPath(func(p string) (err error) {
-		k, err = unix.Llistxattr(p, dest)
-		return err
+	var list []byte
+	err := n.withXattrPath(func(p string) error {
+		for size := 1024; ; size *= 4 {
+			buf := make([]byte, size)
+			k, err := unix.Llistxattr(p, buf)
+			if err == unix.ERANGE && size < 1<<20 {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			list = buf[:k]
+			return nil
+		}
 	})
 	if err != nil {
 		return 0, toErrno(err)
 	}
-	return uint32(k), 0
+	out := list[:0:0]
+	for _, name := range strings.SplitAfter(string(list), "\x00") {
+		if name != "" && !isPrivateXattr(strings.TrimSuffix(name, "\x00")) {
+			out = append(out, name...)
+		}
+	}
+	if len(dest) == 0 {
+		return uint32(len(out)), 0
+	}
+	if len(out) > len(dest) {
+		return uint32(len(out)), syscall.ERANGE
+	}
+	return uint32(copy(dest, out)), 0
 }
 
 // toErrno converts an error from the layers into the errno FUSE returns,

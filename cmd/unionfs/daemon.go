@@ -164,6 +164,11 @@ func serve(cfg ufs.Config, vols []mountVolume, args []string) error {
 		// Paths are absolute by now; do not keep the caller's directory busy.
 		os.Chdir("/")
 	}
+	// Catch the signals before the mount exists: one that arrives while
+	// mounting waits in the channel and unmounts right after.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	srv, err := ufs.Mount(cfg)
 	if err != nil {
 		return reportReady(ready, err)
@@ -184,9 +189,6 @@ func serve(cfg ufs.Config, vols []mountVolume, args []string) error {
 	reportReady(ready, nil)
 	cfg.Logger.Printf("mounted %s", cfg.Mountpoint)
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	go func() {
 		if _, ok := <-sigs; !ok {
 			return

@@ -40,7 +40,7 @@ func main() {
 		return
 	}
 	if errors.Is(err, errUsage) {
-		fmt.Fprint(os.Stderr, usage)
+		fmt.Fprintf(os.Stderr, "unionfs: %s\n\n%s", strings.TrimSuffix(err.Error(), ": usage"), usage)
 		os.Exit(2)
 	}
 	fmt.Fprintf(os.Stderr, "unionfs: %v\n", err)
@@ -50,7 +50,7 @@ func main() {
 func run(args []string) error {
 	// mount(8) runs /sbin/mount.fuse.unionfs SOURCE MOUNTPOINT -o OPTS.
 	if strings.HasPrefix(filepath.Base(os.Args[0]), "mount.") {
-		return mountCmd(args)
+		return mountHelperCmd(args)
 	}
 	if len(args) == 0 {
 		return fmt.Errorf("no command given: %w", errUsage)
@@ -77,8 +77,11 @@ func run(args []string) error {
 	}
 	// The two forms without a subcommand share the mount code path:
 	// "-o OPTS MOUNTPOINT" (podman) and "SOURCE MOUNTPOINT -o OPTS" (mount(8)).
-	if strings.HasPrefix(args[0], "-") || len(args) >= 2 {
+	if strings.HasPrefix(args[0], "-") {
 		return mountCmd(args)
+	}
+	if len(args) >= 2 {
+		return mountHelperCmd(args)
 	}
 	return fmt.Errorf("unknown command %q: %w", args[0], errUsage)
 }

@@ -37,7 +37,10 @@ type mountFlags struct {
 	root       string
 }
 
-func parseMountFlags(args []string) (*mountFlags, []string, error) {
+// parseMountFlags parses a mount's command line. As a mount(8) helper
+// (helper set) it takes the flags mount(8) passes: -v is then verbose, not
+// a volume, and -t and -N are accepted.
+func parseMountFlags(args []string, helper bool) (*mountFlags, []string, error) {
 	f := &mountFlags{}
 	set := pflag.NewFlagSet("mount", pflag.ContinueOnError)
 	set.SortFlags = false
@@ -46,7 +49,11 @@ func parseMountFlags(args []string) (*mountFlags, []string, error) {
 	set.StringVarP(&f.workdir, "workdir", "w", "", "copy-up scratch `DIR` on the upper's filesystem (default: inside the upper)")
 	set.StringArrayVarP(&f.options, "options", "o", nil, "mount `OPTIONS`: lowerdir=,upperdir=,workdir=,ro,allow_other,default_permissions,debug and fstab words")
 	set.BoolVarP(&f.foreground, "foreground", "f", false, "stay in the foreground and log to stderr; unmount on SIGINT/SIGTERM")
-	set.StringArrayVarP(&f.volumes, "volume", "v", nil, "bind `SRC:DST[:ro]` (a host dir), NAME:DST[:ro] (a named volume) or DST (an anonymous one) into the union; repeatable")
+	volumeShort := "v"
+	if helper {
+		volumeShort = ""
+	}
+	set.StringArrayVarP(&f.volumes, "volume", volumeShort, nil, "bind `SRC:DST[:ro]` (a host dir), NAME:DST[:ro] (a named volume) or DST (an anonymous one) into the union; repeatable")
 	set.StringVar(&f.root, "root", "", "store `DIR` for images and named volumes (default /var/lib/unionfs as root, ~/.local/share/unionfs otherwise; or $UNIONFS_ROOT)")
 	set.StringVar(&f.logFile, "log-file", "", "where the background server logs (default: the runtime directory)")
 	set.BoolVarP(&f.debug, "debug", "d", false, "log every FUSE request")
@@ -54,6 +61,14 @@ func parseMountFlags(args []string) (*mountFlags, []string, error) {
 	for _, h := range []struct{ long, short string }{{"no-mtab", "n"}, {"sloppy", "s"}} {
 		set.BoolP(h.long, h.short, false, "")
 		set.MarkHidden(h.long)
+	}
+	if helper {
+		set.BoolP("verbose", "v", false, "")
+		set.StringP("type", "t", "", "")
+		set.StringP("namespace", "N", "", "")
+		for _, n := range []string{"verbose", "type", "namespace"} {
+			set.MarkHidden(n)
+		}
 	}
 	set.Usage = func() {}
 	if err := set.Parse(args); err != nil {
@@ -141,7 +156,12 @@ func pick(what, flag, opt string) (string, error) {
 	return opt, nil
 }
 
-func mountCmd(args []string) error {
+func mountCmd(args []string) error { return mount(args, false) }
+
+// mountHelperCmd is the mount(8) form: SOURCE MOUNTPOINT [-nsv] -o OPTS.
+func mountHelperCmd(args []string) error { return mount(args, true) }
+
+func mount(args []string, helper bool) error {
 	if isDaemonChild() {
 		// The parent parsed and checked everything, and made the
 		// volumes: take its result rather than parse again.
@@ -151,7 +171,7 @@ func mountCmd(args []string) error {
 		}
 		return serve(job.Config, job.Volumes, job.Args)
 	}
-	f, pos, err := parseMountFlags(args)
+	f, pos, err := parseMountFlags(args, helper)
 	if errors.Is(err, pflag.ErrHelp) {
 		return nil
 	}
