@@ -26,9 +26,10 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	if h != nil && h.upper {
 		fd = h.getFd()
 	} else {
-		p := n.relPath()
-		var err error
-		fd, err = openBeneath(n.u.upper.fd, p, unix.O_PATH, 0)
+		err := n.selfAt(func(dirfd int, name string) (err error) {
+			fd, err = openBeneath(dirfd, name, unix.O_PATH, 0)
+			return err
+		})
 		if err != nil {
 			return toErrno(err)
 		}
@@ -122,7 +123,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if errno := n.copyUp(ctx); errno != 0 {
 		return errno
 	}
-	return toErrno(n.u.upper.xattrPath(n.relPath(), func(p string) error {
+	return toErrno(n.withXattrPath(func(p string) error {
 		return unix.Lsetxattr(p, attr, data, int(flags))
 	}))
 }
@@ -139,7 +140,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if errno := n.copyUp(ctx); errno != 0 {
 		return errno
 	}
-	return toErrno(n.u.upper.xattrPath(n.relPath(), func(p string) error {
+	return toErrno(n.withXattrPath(func(p string) error {
 		return unix.Lremovexattr(p, attr)
 	}))
 }

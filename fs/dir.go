@@ -108,7 +108,14 @@ func (n *node) resolveLayers(dirPath, childPath, name string) (*resolved, error)
 	r := &resolved{}
 	if n.hasUpper() {
 		var err error
-		r.gen, err = n.u.upper.stat(childPath, &r.st)
+		if n.detached {
+			r.gen, err = n.u.upper.stat(childPath, &r.st)
+		} else {
+			err = n.childAt(name, func(fd int, name string) (err error) {
+				r.gen, err = statAt(fd, name, &r.st)
+				return err
+			})
+		}
 		switch {
 		case err == nil:
 			r.inUpper = true
@@ -243,7 +250,16 @@ func (n *node) listingAt(dirPath string) ([]fuse.DirEntry, error) {
 	}
 	var inUpper map[string]bool
 	if n.hasUpper() {
-		raw, err := readDirAt(n.u.upper.fd, dirPath)
+		var raw []rawDirent
+		var err error
+		if n.detached {
+			raw, err = readDirAt(n.u.upper.fd, dirPath)
+		} else {
+			err = n.withUpperDir(func(fd int) (err error) {
+				raw, err = readDirAt(fd, "")
+				return err
+			})
+		}
 		if err != nil && !errors.Is(err, unix.ENOENT) {
 			return nil, err
 		}
@@ -388,10 +404,12 @@ func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 			return syscall.EIO
 		}
 	}
-	fd, err := openBeneath(h.n.u.upper.fd, h.n.relPath(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
-	if err != nil {
-		return toErrno(err)
-	}
-	defer unix.Close(fd)
-	return toErrno(unix.Fsync(fd))
+	return toErrno(h.n.withUpperDir(func(dfd int) error {
+		fd, err := openBeneath(dfd, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Fsync(fd)
+	}))
 }

@@ -32,8 +32,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		}
 	}
 	w := n.where()
-	dirfd, p := n.backing()
-	fd, err := openBeneath(dirfd, p, int(flags)&openFlagsMask, 0)
+	var fd int
+	err := n.at(func(dirfd int, name string) (err error) {
+		fd, err = openBeneath(dirfd, name, int(flags)&openFlagsMask, 0)
+		return err
+	})
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
@@ -74,7 +77,11 @@ func (h *fileHandle) readFd() (int, syscall.Errno) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.upper && h.n.where().upper {
-		fd, err := openBeneath(h.n.u.upper.fd, h.n.relPath(), unix.O_RDONLY, 0)
+		var fd int
+		err := h.n.selfAt(func(dirfd int, name string) (err error) {
+			fd, err = openBeneath(dirfd, name, unix.O_RDONLY, 0)
+			return err
+		})
 		if err != nil {
 			return -1, toErrno(err)
 		}

@@ -27,6 +27,12 @@ type node struct {
 
 	virtual *unix.Stat_t // a directory that exists only to lead to a volume
 
+	// ufd is the O_PATH descriptor of a directory's upper copy (see
+	// withUpperDir); 0 until opened. ufdMu is held while it is used.
+	ufdMu    sync.RWMutex
+	ufd      int
+	detached bool // a scratch node of resolvePath, not in the tree
+
 	mu      sync.Mutex
 	removed bool        // a lower-only file whose last name was removed: nlink 0
 	inUpper bool        // an entry exists in the upper at the node's path
@@ -80,14 +86,13 @@ func (n *node) relPath() string {
 	return strings.Join(parts, "/")
 }
 
-// backing returns the directory descriptor and relative path of the real
-// file behind the node.
-func (n *node) backing() (int, string) {
-	w := n.where()
-	if w.upper {
-		return n.u.upper.fd, n.relPath()
+// at calls fn with a directory descriptor and a name that reach the real
+// file behind the node: its lower file, or its upper one.
+func (n *node) at(fn func(dirfd int, name string) error) error {
+	if w := n.where(); !w.upper {
+		return fn(w.lower.layer.fd, w.lower.path)
 	}
-	return w.lower.layer.fd, w.lower.path
+	return n.selfAt(fn)
 }
 
 // lstat stats the real file behind the node.
@@ -103,14 +108,18 @@ func (n *node) lstat(st *unix.Stat_t) error {
 	if !w.upper {
 		return lstatAt(w.lower.layer.fd, w.lower.path, st)
 	}
-	gen, err := n.u.upper.stat(n.relPath(), st)
+	if n.IsDir() && n.statOwnDir(st) {
+		return nil
+	}
+	var gen uint64
+	err := n.selfAt(func(fd int, name string) (err error) {
+		gen, err = statAt(fd, name, st)
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	if n == n.u.root {
-		return nil
-	}
-	if ino, g := n.u.ident(&resolved{st: *st, gen: gen, inUpper: true}); ino != n.ino || g != n.gen {
+	if !n.sameFile(st, gen) {
 		return unix.ENOENT
 	}
 	return nil
@@ -182,21 +191,27 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	if n.virtual != nil {
 		return nil, syscall.EINVAL
 	}
-	if w := n.where(); !w.upper {
-		b, err := w.lower.layer.readlink(w.lower.path)
-		return b, toErrno(err)
-	}
-	b, err := n.u.upper.readlink(n.relPath())
-	return b, toErrno(err)
+	var out []byte
+	err := n.at(func(fd int, name string) error {
+		for size := 256; ; size *= 2 {
+			buf := make([]byte, size)
+			k, err := unix.Readlinkat(fd, name, buf)
+			if err != nil {
+				return err
+			}
+			if k < size {
+				out = buf[:k]
+				return nil
+			}
+		}
+	})
+	return out, toErrno(err)
 }
 
 // withXattrPath calls fn with a path for the xattr calls on the node's real
 // file. Lower layers cannot change, so their paths are used as they are.
 func (n *node) withXattrPath(fn func(p string) error) error {
-	if w := n.where(); !w.upper {
-		return fn(procPath(w.lower.layer.fd, w.lower.path))
-	}
-	return n.u.upper.xattrPath(n.relPath(), fn)
+	return n.at(func(fd int, name string) error { return fn(procPath(fd, name)) })
 }
 
 // isPrivateXattr reports the attributes that mark layers for overlayfs and

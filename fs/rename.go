@@ -129,7 +129,14 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	// The upper changes first: if the server dies before the records are
 	// written, the lower half of a moved directory shows at its old place
 	// again, and nothing is hidden that should not be.
-	if err := n.u.upper.rename(oldP, newP, uint(flags)); err != nil {
+	renameUpper := func(flags uint) error {
+		return n.childAt(name, func(ofd int, oname string) error {
+			return np.childAt(newName, func(nfd int, nname string) error {
+				return unix.Renameat2(ofd, oname, nfd, nname, flags)
+			})
+		})
+	}
+	if err := renameUpper(uint(flags)); err != nil {
 		return toErrno(err)
 	}
 	if errno := n.u.commit(e, false); errno != 0 {
@@ -138,7 +145,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		if exchange {
 			back = unix.RENAME_EXCHANGE
 		}
-		n.u.upper.rename(newP, oldP, back)
+		np.childAt(newName, func(nfd int, nname string) error {
+			return n.childAt(name, func(ofd int, oname string) error {
+				return unix.Renameat2(nfd, nname, ofd, oname, back)
+			})
+		})
 		return errno
 	}
 	if dstNode != nil && !exchange && !dst.inUpper {

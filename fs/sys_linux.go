@@ -150,11 +150,17 @@ func readDirAt(dirfd int, path string) ([]rawDirent, error) {
 // its birth time, which tells a file apart from an earlier one that had
 // the same inode number (ext4 reuses numbers at once). It is 1 where the
 // filesystem keeps no birth time.
+//
+// An empty path stats dirfd itself, which works even for a removed
+// directory.
 func statAt(dirfd int, path string, st *unix.Stat_t) (gen uint64, err error) {
 	var sx unix.Statx_t
+	flags := unix.AT_SYMLINK_NOFOLLOW | unix.AT_STATX_SYNC_AS_STAT
+	if path == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
 	for {
-		err = unix.Statx(dirfd, relPath(path), unix.AT_SYMLINK_NOFOLLOW|unix.AT_STATX_SYNC_AS_STAT,
-			unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx)
+		err = unix.Statx(dirfd, path, flags, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx)
 		if err != unix.EINTR {
 			break
 		}

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -67,33 +68,43 @@ func (n *node) copyUpOpt(noData bool) syscall.Errno {
 	if w.lower.layer == nil {
 		return syscall.EROFS // a virtual directory leading to a volume
 	}
-	dirfd, err := openBeneath(n.u.upper.fd, pn.relPath(), unix.O_PATH|unix.O_DIRECTORY, 0)
-	if err != nil {
-		return toErrno(err)
-	}
-	defer unix.Close(dirfd)
-	st, err := copyup.Copy(
-		copyup.Source{Dirfd: w.lower.layer.fd, Path: w.lower.path},
-		copyup.Dest{Dirfd: dirfd, Name: name},
-		copyup.Options{WorkFd: n.u.workFd, NoData: noData},
-	)
-	if err != nil && !errors.Is(err, copyup.ErrExists) {
-		n.u.log.Printf("%v", err)
-		return toErrno(err)
-	}
-	if err == nil {
+	var st unix.Stat_t
+	copied := false
+	err := pn.childAt(name, func(dirfd int, name string) error {
+		var err error
+		st, err = copyup.Copy(
+			copyup.Source{Dirfd: w.lower.layer.fd, Path: w.lower.path},
+			copyup.Dest{Dirfd: dirfd, Name: name},
+			copyup.Options{WorkFd: n.u.workFd, NoData: noData},
+		)
+		if errors.Is(err, copyup.ErrExists) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		copied = true
 		if errno := n.u.setOrigin(st.Ino, n.ino); errno != 0 {
 			return errno
 		}
-	}
-	n.mu.Lock()
-	n.inUpper = true
-	n.mu.Unlock()
-	if err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
-		if err := n.u.linkAliases(w.lower, joinPath(pn.relPath(), name), dirfd, name); err != nil {
-			n.u.log.Printf("copy up %s: link other names: %v", w.lower.path, err)
-			return toErrno(err)
+		n.mu.Lock()
+		n.inUpper = true
+		n.mu.Unlock()
+		if st.Mode&unix.S_IFMT == unix.S_IFREG {
+			if err := n.u.linkAliases(w.lower, joinPath(pn.relPath(), name), dirfd, name); err != nil {
+				return fmt.Errorf("copy up %s: link other names: %w", w.lower.path, err)
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		n.u.log.Printf("%v", err)
+		return toErrno(err)
+	}
+	if !copied {
+		n.mu.Lock()
+		n.inUpper = true
+		n.mu.Unlock()
 	}
 	return 0
 }
@@ -203,7 +214,7 @@ func (n *node) prepareDir() syscall.Errno {
 
 // chownNew gives a new upper entry the caller's ownership; the group stays
 // the one the filesystem chose when the directory is set-group-ID.
-func (n *node) chownNew(ctx context.Context, dirPath, name string) error {
+func (n *node) chownNew(ctx context.Context, dirfd int, name string) error {
 	if n.u.euid != 0 {
 		return nil
 	}
@@ -213,97 +224,77 @@ func (n *node) chownNew(ctx context.Context, dirPath, name string) error {
 	}
 	gid := int(caller.Gid)
 	var st unix.Stat_t
-	if err := n.u.upper.lstat(dirPath, &st); err == nil && st.Mode&unix.S_ISGID != 0 {
+	if err := lstatAt(dirfd, "", &st); err == nil && st.Mode&unix.S_ISGID != 0 {
 		gid = -1
 	}
-	return n.u.upper.chown(joinPath(dirPath, name), int(caller.Uid), gid)
+	return unix.Fchownat(dirfd, name, int(caller.Uid), gid, unix.AT_SYMLINK_NOFOLLOW)
 }
 
-// newUpperChild makes the node for an entry just created in the upper.
-func (n *node) newUpperChild(ctx context.Context, p string, out *fuse.EntryOut) (*gofs.Inode, *node, error) {
-	r := &resolved{inUpper: true}
-	var err error
-	if r.gen, err = n.u.upper.stat(p, &r.st); err != nil {
-		return nil, nil, err
+// create makes a new entry with mk in the directory's upper copy, gives it
+// the caller's ownership and returns its node; a failure after mk undoes
+// the creation.
+func (n *node) create(ctx context.Context, name string, isDir bool, out *fuse.EntryOut,
+	mk func(dirfd int, name string) error) (*gofs.Inode, syscall.Errno) {
+	if errno := n.prepareDir(); errno != 0 {
+		return nil, errno
 	}
-	ch := n.newChild(ctx, r, out)
-	return ch, ch.Operations().(*node), nil
+	r := &resolved{inUpper: true}
+	err := n.childAt(name, func(dirfd int, name string) error {
+		if err := mk(dirfd, name); err != nil {
+			return err
+		}
+		err := n.chownNew(ctx, dirfd, name)
+		if err == nil {
+			r.gen, err = statAt(dirfd, name, &r.st)
+		}
+		if err != nil {
+			flags := 0
+			if isDir {
+				flags = unix.AT_REMOVEDIR
+			}
+			unix.Unlinkat(dirfd, name, flags)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return n.newChild(ctx, r, out), 0
 }
 
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	if errno := n.prepareDir(); errno != 0 {
+	fd := -1
+	ch, errno := n.create(ctx, name, false, out, func(dirfd int, name string) (err error) {
+		fd, err = openBeneath(dirfd, name, int(flags)&openFlagsMask|unix.O_CREAT|unix.O_EXCL, mode)
+		return err
+	})
+	if errno != 0 {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
 		return nil, nil, 0, errno
-	}
-	dir := n.relPath()
-	p := joinPath(dir, name)
-	fd, err := openBeneath(n.u.upper.fd, p, int(flags)&openFlagsMask|unix.O_CREAT|unix.O_EXCL, mode)
-	if err != nil {
-		return nil, nil, 0, toErrno(err)
-	}
-	if err := n.chownNew(ctx, dir, name); err != nil {
-		unix.Close(fd)
-		n.u.upper.unlink(p, 0)
-		return nil, nil, 0, toErrno(err)
-	}
-	ch, _, err := n.newUpperChild(ctx, p, out)
-	if err != nil {
-		unix.Close(fd)
-		return nil, nil, 0, toErrno(err)
 	}
 	return ch, &fileHandle{n: ch.Operations().(*node), fd: fd, upper: true}, 0, 0
 }
 
+// Mkdir: a directory made where a lower entry was deleted must not show
+// that entry's old children; the whiteout record already makes it opaque.
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if errno := n.prepareDir(); errno != 0 {
-		return nil, errno
-	}
-	dir := n.relPath()
-	p := joinPath(dir, name)
-	// A directory made where a lower entry was deleted must not show that
-	// entry's old children: the whiteout record already makes it opaque.
-	if err := n.u.upper.mkdir(p, mode); err != nil {
-		return nil, toErrno(err)
-	}
-	return n.finishNew(ctx, dir, name, out, func() { n.u.upper.unlink(p, unix.AT_REMOVEDIR) })
-}
-
-// finishNew chowns a new entry and returns its node, undoing the creation
-// if either fails.
-func (n *node) finishNew(ctx context.Context, dir, name string, out *fuse.EntryOut, undo func()) (*gofs.Inode, syscall.Errno) {
-	if err := n.chownNew(ctx, dir, name); err != nil {
-		undo()
-		return nil, toErrno(err)
-	}
-	ch, _, err := n.newUpperChild(ctx, joinPath(dir, name), out)
-	if err != nil {
-		undo()
-		return nil, toErrno(err)
-	}
-	return ch, 0
+	return n.create(ctx, name, true, out, func(dirfd int, name string) error {
+		return unix.Mkdirat(dirfd, name, mode)
+	})
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if errno := n.prepareDir(); errno != 0 {
-		return nil, errno
-	}
-	dir := n.relPath()
-	p := joinPath(dir, name)
-	if err := n.u.upper.mknod(p, mode, int(rdev)); err != nil {
-		return nil, toErrno(err)
-	}
-	return n.finishNew(ctx, dir, name, out, func() { n.u.upper.unlink(p, 0) })
+	return n.create(ctx, name, false, out, func(dirfd int, name string) error {
+		return unix.Mknodat(dirfd, name, mode, int(rdev))
+	})
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if errno := n.prepareDir(); errno != 0 {
-		return nil, errno
-	}
-	dir := n.relPath()
-	p := joinPath(dir, name)
-	if err := n.u.upper.symlink(target, p); err != nil {
-		return nil, toErrno(err)
-	}
-	return n.finishNew(ctx, dir, name, out, func() { n.u.upper.unlink(p, 0) })
+	return n.create(ctx, name, false, out, func(dirfd int, name string) error {
+		return unix.Symlinkat(target, dirfd, name)
+	})
 }
 
 func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -322,12 +313,16 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if errno := t.copyUp(ctx); errno != 0 {
 		return nil, errno
 	}
-	p := joinPath(n.relPath(), name)
-	if err := n.u.upper.link(t.relPath(), p); err != nil {
-		return nil, toErrno(err)
-	}
 	var st unix.Stat_t
-	if err := n.u.upper.lstat(p, &st); err != nil {
+	err := t.selfAt(func(ofd int, oname string) error {
+		return n.childAt(name, func(nfd int, nname string) error {
+			if err := unix.Linkat(ofd, oname, nfd, nname, 0); err != nil {
+				return err
+			}
+			return lstatAt(nfd, nname, &st)
+		})
+	})
+	if err != nil {
 		return nil, toErrno(err)
 	}
 	t.fillAttr(&st, &out.Attr)
@@ -394,11 +389,11 @@ func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 		if isDir {
 			flags = unix.AT_REMOVEDIR
 		}
-		if err := n.u.upper.unlink(p, flags); err != nil {
+		if err := n.childAt(name, func(fd int, name string) error { return unix.Unlinkat(fd, name, flags) }); err != nil {
 			return toErrno(err)
 		}
 	}
-	if ch := n.GetChild(name); ch != nil && !r.inUpper && r.st.Nlink <= 1 {
+	if ch := n.GetChild(name); ch != nil && (isDir || !r.inUpper && r.st.Nlink <= 1) {
 		if cn, ok := ch.Operations().(*node); ok {
 			cn.markRemoved()
 		}
@@ -409,7 +404,7 @@ func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 // checkEmpty reports ENOTEMPTY unless the merged directory at p has no
 // entries.
 func (u *Union) checkEmpty(p string, r *resolved) syscall.Errno {
-	d := &node{u: u, inUpper: r.inUpper, lowers: r.lowers}
+	d := &node{u: u, inUpper: r.inUpper, lowers: r.lowers, detached: true}
 	ents, err := d.listingAt(p)
 	if err != nil {
 		return toErrno(err)

@@ -1,0 +1,130 @@
+package fs
+
+import (
+	"golang.org/x/sys/unix"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+)
+
+var _ = (gofs.NodeOnForgetter)((*node)(nil))
+
+// A directory node that exists in the upper keeps an O_PATH descriptor of
+// its upper directory, opened on first use from its parent's. Operations on
+// a child then take the descriptor and the child's name: no path is walked,
+// a rename of any ancestor is harmless, a path longer than PATH_MAX works
+// as on a local filesystem, and no symlink is ever followed on the way.
+// The descriptor is closed when the kernel forgets the node.
+
+// withUpperDir calls fn with the descriptor of the directory's upper copy.
+func (n *node) withUpperDir(fn func(fd int) error) error {
+	if n == n.u.root {
+		return fn(n.u.upper.fd)
+	}
+	for {
+		n.ufdMu.RLock()
+		if n.ufd > 0 {
+			defer n.ufdMu.RUnlock()
+			return fn(n.ufd)
+		}
+		n.ufdMu.RUnlock()
+		fd, err := n.openUpperDir()
+		if err != nil {
+			return err
+		}
+		n.ufdMu.Lock()
+		if n.ufd > 0 {
+			unix.Close(fd) // another caller was quicker
+		} else {
+			n.ufd = fd
+		}
+		n.ufdMu.Unlock()
+	}
+}
+
+// openUpperDir opens the directory's upper copy through its parent's, and
+// checks that what it opened is this directory.
+func (n *node) openUpperDir() (int, error) {
+	if !n.hasUpper() {
+		return -1, unix.ENOENT
+	}
+	var fd int
+	err := n.selfAt(func(pfd int, name string) error {
+		var err error
+		fd, err = openBeneath(pfd, name, unix.O_PATH|unix.O_DIRECTORY, 0)
+		return err
+	})
+	if err != nil {
+		return -1, err
+	}
+	var st unix.Stat_t
+	gen, err := statAt(fd, ".", &st)
+	if err == nil && !n.sameFile(&st, gen) {
+		err = unix.ENOENT
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// sameFile reports whether an upper file is the one the node stands for.
+func (n *node) sameFile(st *unix.Stat_t, gen uint64) bool {
+	if n == n.u.root {
+		return true
+	}
+	ino, g := n.u.ident(&resolved{st: *st, gen: gen, inUpper: true})
+	return ino == n.ino && g == n.gen
+}
+
+// statOwnDir stats the directory through its own descriptor, if it has one
+// open: no parent lookup, and it answers for a removed directory too.
+func (n *node) statOwnDir(st *unix.Stat_t) bool {
+	if n == n.u.root {
+		return false
+	}
+	n.ufdMu.RLock()
+	defer n.ufdMu.RUnlock()
+	if n.ufd <= 0 {
+		return false
+	}
+	_, err := statAt(n.ufd, "", st)
+	return err == nil
+}
+
+// childAt calls fn with this directory's upper descriptor and name.
+func (n *node) childAt(name string, fn func(dirfd int, name string) error) error {
+	return n.withUpperDir(func(fd int) error { return fn(fd, name) })
+}
+
+// selfAt calls fn with the upper descriptor of the node's parent directory
+// and the node's name in it ("." for the root). A node that lost its last
+// name gets ENOENT.
+func (n *node) selfAt(fn func(dirfd int, name string) error) error {
+	if n == n.u.root {
+		return fn(n.u.upper.fd, ".")
+	}
+	name, parent := n.Parent()
+	if parent == nil {
+		return unix.ENOENT
+	}
+	pn, ok := parent.Operations().(*node)
+	if !ok {
+		return unix.ENOENT
+	}
+	if pn.u != n.u {
+		// A volume's root: its parent is in another union.
+		return fn(n.u.upper.fd, ".")
+	}
+	return pn.childAt(name, fn)
+}
+
+// OnForget closes the upper descriptor when the kernel drops the node.
+func (n *node) OnForget() {
+	n.ufdMu.Lock()
+	if n.ufd > 0 {
+		unix.Close(n.ufd)
+		n.ufd = 0
+	}
+	n.ufdMu.Unlock()
+}
