@@ -4,6 +4,9 @@ import (
 	"errors"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/unionfs/unionfs/layerdb"
+	"github.com/unionfs/unionfs/whiteout"
 )
 
 // lowerRef is a directory (or file) at path inside one lower layer.
@@ -120,17 +123,42 @@ func (u *Union) probeLowers(p string, from int) []lowerRef {
 		if isDir {
 			out = append(out, lowerRef{l, p})
 		}
-		dir, name := splitPath(p)
-		if rec, ok := l.record(dir, name); ok {
-			if rec.Opaque {
-				break
-			}
-			if rec.Redirect != "" && isDir {
-				p = rec.Redirect
-			}
+		rec, parentOpaque := l.markerAt(p, isDir)
+		if rec.Opaque || parentOpaque {
+			break
+		}
+		if rec.Redirect != "" && isDir {
+			p = rec.Redirect
 		}
 	}
 	return out
+}
+
+// markerAt is what layer l says about path p for the layers below it: its
+// state database's record merged with the on-disk markers (see
+// dirMarkers), and whether p's parent directory is opaque in l.
+func (l *layer) markerAt(p string, isDir bool) (rec layerdb.Record, parentOpaque bool) {
+	dir, name := splitPath(p)
+	rec, _ = l.record(dir, name)
+	dfd, err := openBeneath(l.fd, dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return rec, false
+	}
+	defer unix.Close(dfd)
+	m := &dirMarkers{}
+	if isDir {
+		m.dirXattrs(dfd, dir, name)
+	} else if unix.Faccessat(dfd, whiteout.Name(name), unix.F_OK, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		rec.Opaque = true
+	}
+	if r, ok := m.records[name]; ok {
+		rec.Opaque = rec.Opaque || r.Opaque
+		if r.Redirect != "" {
+			rec.Redirect = r.Redirect
+		}
+	}
+	opq := unix.Faccessat(dfd, whiteout.OpaqueName, unix.F_OK, unix.AT_SYMLINK_NOFOLLOW) == nil
+	return rec, opq
 }
 
 // childLowers returns every lower directory that merges into the directory

@@ -31,6 +31,7 @@ type node struct {
 	// withUpperDir); 0 until opened. ufdMu is held while it is used.
 	ufdMu    sync.RWMutex
 	ufd      int
+	tmpfd    int  // an O_TMPFILE file not linked anywhere yet (see Tmpfile)
 	detached bool // a scratch node of resolvePath, not in the tree
 
 	mu      sync.Mutex

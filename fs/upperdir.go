@@ -106,6 +106,11 @@ func (n *node) selfAt(fn func(dirfd int, name string) error) error {
 	}
 	name, parent := n.Parent()
 	if parent == nil {
+		n.ufdMu.RLock()
+		defer n.ufdMu.RUnlock()
+		if n.tmpfd > 0 {
+			return fn(n.tmpfd, "")
+		}
 		return unix.ENOENT
 	}
 	pn, ok := parent.Operations().(*node)
@@ -125,6 +130,10 @@ func (n *node) OnForget() {
 	if n.ufd > 0 {
 		unix.Close(n.ufd)
 		n.ufd = 0
+	}
+	if n.tmpfd > 0 {
+		unix.Close(n.tmpfd)
+		n.tmpfd = 0
 	}
 	n.ufdMu.Unlock()
 }

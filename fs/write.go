@@ -262,6 +262,44 @@ func (n *node) create(ctx context.Context, name string, isDir bool, out *fuse.En
 	return n.newChild(ctx, r, out), 0
 }
 
+var _ = (gofs.NodeTmpfiler)((*node)(nil))
+
+// Tmpfile makes an unnamed file in the directory's upper copy, as open(2)
+// with O_TMPFILE does; linking it through /proc/self/fd names it.
+func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if errno := n.prepareDir(); errno != 0 {
+		return nil, nil, 0, errno
+	}
+	fd := -1
+	err := n.withUpperDir(func(dfd int) (err error) {
+		fd, err = unix.Openat(dfd, ".", int(flags)&openFlagsMask&^unix.O_DIRECTORY|unix.O_TMPFILE|unix.O_CLOEXEC, mode&0o7777)
+		return err
+	})
+	if err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	r := &resolved{inUpper: true}
+	if caller, ok := fuse.FromContext(ctx); ok && n.u.euid == 0 {
+		err = unix.Fchown(fd, int(caller.Uid), int(caller.Gid))
+	}
+	if err == nil {
+		r.gen, err = statAt(fd, "", &r.st)
+	}
+	var keep int
+	if err == nil {
+		keep, err = unix.Dup(fd)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, nil, 0, toErrno(err)
+	}
+	ino, gen := n.u.ident(r)
+	child := &node{u: n.u, ino: ino, gen: gen, inUpper: true, tmpfd: keep}
+	child.fillAttr(&r.st, &out.Attr)
+	ch := n.NewInode(ctx, child, gofs.StableAttr{Mode: unix.S_IFREG, Ino: ino, Gen: gen})
+	return ch, &fileHandle{n: child, fd: fd, upper: true}, 0, 0
+}
+
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	fd := -1
 	ch, errno := n.create(ctx, name, false, out, func(dirfd int, name string) (err error) {
@@ -316,7 +354,14 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	var st unix.Stat_t
 	err := t.selfAt(func(ofd int, oname string) error {
 		return n.childAt(name, func(nfd int, nname string) error {
-			if err := unix.Linkat(ofd, oname, nfd, nname, 0); err != nil {
+			var err error
+			if oname == "" {
+				// An O_TMPFILE file gets its first name.
+				err = unix.Linkat(unix.AT_FDCWD, procPath(ofd, ""), nfd, nname, unix.AT_SYMLINK_FOLLOW)
+			} else {
+				err = unix.Linkat(ofd, oname, nfd, nname, 0)
+			}
+			if err != nil {
 				return err
 			}
 			return lstatAt(nfd, nname, &st)
