@@ -46,6 +46,11 @@ func (c *Config) Validate() error {
 		if c.Lowers[i] == c.Mountpoint {
 			return fmt.Errorf("mountpoint %s is also a lower dir: mount somewhere else", c.Mountpoint)
 		}
+		// The server reads its layers through the directory tree: a mount
+		// inside one would make it read its own mount.
+		if hasPrefixDir(c.Mountpoint, c.Lowers[i]) {
+			return fmt.Errorf("mountpoint %s is inside lower dir %s: mount somewhere else", c.Mountpoint, c.Lowers[i])
+		}
 	}
 	if c.Upper != "" {
 		if c.Upper, err = existingDir("upper dir", c.Upper); err != nil {

@@ -229,11 +229,14 @@ func (n *node) newChild(ctx context.Context, r *resolved, out *fuse.EntryOut) *g
 }
 
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	ents, err := n.listing()
-	if err != nil {
-		return nil, 0, toErrno(err)
+	// Changes made through the mount invalidate the kernel's copy of a
+	// listing, and lower layers never change: the kernel may keep it. A
+	// volume may change behind the mount's back.
+	var fuseFlags uint32
+	if !n.u.volume {
+		fuseFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
 	}
-	return &dirHandle{n: n, ents: ents}, 0, 0
+	return &dirHandle{n: n}, fuseFlags, 0
 }
 
 // listing returns the merged directory listing: the upper's entries, then
@@ -344,12 +347,26 @@ func (n *node) parentIno() uint64 {
 	return p.StableAttr().Ino
 }
 
-// dirHandle is an open directory: a snapshot of the listing taken at
-// opendir, so that offsets stay valid for seekdir/telldir while it is open.
+// dirHandle is an open directory: a snapshot of the listing taken at the
+// first read (often there is none: the kernel serves a cached listing), so
+// that offsets stay valid for seekdir/telldir while it is open.
 type dirHandle struct {
 	n    *node
 	ents []fuse.DirEntry
+	read bool
 	pos  int
+}
+
+func (h *dirHandle) load() syscall.Errno {
+	if h.read {
+		return 0
+	}
+	ents, err := h.n.listing()
+	if err != nil {
+		return toErrno(err)
+	}
+	h.ents, h.read = ents, true
+	return 0
 }
 
 var (
@@ -360,6 +377,9 @@ var (
 )
 
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if errno := h.load(); errno != 0 {
+		return nil, errno
+	}
 	if h.pos >= len(h.ents) {
 		return nil, 0
 	}
@@ -370,6 +390,9 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 }
 
 func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if errno := h.load(); errno != 0 {
+		return errno
+	}
 	if off > uint64(len(h.ents)) {
 		off = uint64(len(h.ents))
 	}

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -169,6 +170,14 @@ func serve(cfg ufs.Config, vols []mountVolume, args []string) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	// UNIONFS_CPUPROFILE=FILE profiles the server until it exits, for
+	// performance work (see make bench).
+	if p := os.Getenv("UNIONFS_CPUPROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
+	}
 	srv, err := ufs.Mount(cfg)
 	if err != nil {
 		return reportReady(ready, err)
@@ -332,7 +341,7 @@ func waitExit(pid int, timeout time.Duration) error {
 		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
 			return nil
 		}
-		if isZombie(pid) {
+		if exited(pid) {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -342,12 +351,27 @@ func waitExit(pid int, timeout time.Duration) error {
 	}
 }
 
-// isZombie reports a process that has exited but was not reaped (its
-// parent may be the shell that started it in the foreground).
-func isZombie(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// exited reports a process whose every thread has finished, though it
+// was not reaped (its parent may be a shell, or an init that does not
+// reap): only then are its files, the state database among them, closed.
+func exited(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
-		return false
+		return errors.Is(err, os.ErrNotExist)
+	}
+	for _, t := range tasks {
+		if !isZombie(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name())) {
+			return false
+		}
+	}
+	return true
+}
+
+// isZombie reports a process or thread (by its stat file) that has exited.
+func isZombie(statFile string) bool {
+	data, err := os.ReadFile(statFile)
+	if err != nil {
+		return errors.Is(err, os.ErrNotExist)
 	}
 	i := strings.LastIndexByte(string(data), ')')
 	return i > 0 && i+2 < len(data) && data[i+2] == 'Z'
@@ -371,7 +395,7 @@ func liveMounts() []mountRecord {
 		if json.Unmarshal(data, &rec) != nil {
 			continue
 		}
-		if unix.Kill(rec.PID, 0) != nil || isZombie(rec.PID) {
+		if unix.Kill(rec.PID, 0) != nil || exited(rec.PID) {
 			os.Remove(filepath.Join(dir, e.Name()))
 			continue
 		}
