@@ -21,8 +21,11 @@ type Config struct {
 
 	ReadOnly   bool // refuse every write even with an upper
 	AllowOther bool
-	Debug      bool     // log every FUSE request
-	Volumes    []Volume // host directories bind-mounted into the union
+	Debug      bool // log every FUSE request
+	// NoPassthrough serves all file data through the server even where the
+	// kernel could read the layers directly.
+	NoPassthrough bool
+	Volumes       []Volume // host directories bind-mounted into the union
 	// KernelFlags are nosuid, nodev, noexec or their opposites, for mount(2).
 	KernelFlags []string
 	FsName      string // the mount's source, as mount(8) shows it

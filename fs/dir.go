@@ -232,6 +232,11 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 	// Changes made through the mount invalidate the kernel's copy of a
 	// listing, and lower layers never change: the kernel may keep it. A
 	// volume may change behind the mount's back.
+	// Hold the upper directory open while it is open, so that fstat still
+	// answers if it is removed meanwhile.
+	if n.hasUpper() {
+		n.withUpperDir(func(int) error { return nil })
+	}
 	var fuseFlags uint32
 	if !n.u.volume {
 		fuseFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE

@@ -46,7 +46,24 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		// across opens.
 		fuseFlags |= fuse.FOPEN_KEEP_CACHE
 	}
-	return &fileHandle{n: n, fd: fd, upper: w.upper}, fuseFlags, 0
+	return n.newHandle(fd, w.upper), fuseFlags, 0
+}
+
+// newHandle wraps an open descriptor, choosing whether the kernel reads
+// and writes it directly (FUSE passthrough). Passthrough is used only where
+// the file behind the node cannot change: on a mount without an upper, and
+// for upper files (a copy-up never replaces them). A lower file of a
+// writable mount is served by the server, so that after a copy-up its
+// handles follow the copy; and since the kernel refuses to mix passthrough
+// and cached opens of one inode, a node with such a handle open gets no
+// passthrough until it is closed.
+func (n *node) newHandle(fd int, upper bool) *fileHandle {
+	h := &fileHandle{n: n, fd: fd, upper: upper}
+	h.passthrough = n.u.passthrough && (upper || n.u.upper == nil) && n.cachedOpens.Load() == 0
+	if !h.passthrough {
+		n.cachedOpens.Add(1)
+	}
+	return h
 }
 
 // fileHandle is an open file. A handle opened on a lower file before the
@@ -56,10 +73,18 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 type fileHandle struct {
 	n *node
 
-	mu    sync.Mutex
-	fd    int
-	upper bool
-	stale []int
+	mu          sync.Mutex
+	fd          int
+	upper       bool
+	passthrough bool
+	stale       []int
+}
+
+var _ = (gofs.FilePassthroughFder)((*fileHandle)(nil))
+
+// PassthroughFd offers the descriptor for FUSE passthrough (see newHandle).
+func (h *fileHandle) PassthroughFd() (int, bool) {
+	return h.fd, h.passthrough
 }
 
 var (
@@ -137,6 +162,9 @@ func (h *fileHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if !h.passthrough && h.fd >= 0 {
+		h.n.cachedOpens.Add(-1)
+	}
 	for _, fd := range h.stale {
 		unix.Close(fd)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -24,6 +25,8 @@ type node struct {
 	gen uint64 // with ino, the node's identity (see Union.ident)
 
 	cu sync.Mutex // held while copying the node up, so that it happens once
+
+	cachedOpens atomic.Int32 // open handles the kernel does not pass through
 
 	virtual *unix.Stat_t // a directory that exists only to lead to a volume
 

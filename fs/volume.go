@@ -41,7 +41,9 @@ func (u *Union) openVolumes() error {
 			upper:  l,
 			log:    u.log,
 			euid:   u.euid,
-			volume: true,
+			// Volumes have no lower files: passthrough is always safe.
+			passthrough: u.passthrough,
+			volume:      true,
 		}
 		vu.records = make(recordTree)
 		vu.origins = make(map[uint64]uint64)

@@ -140,6 +140,7 @@ func baseConfig(f *mountFlags, pos []string) (parsedConfig, []string, error) {
 	cfg.ReadOnly = o.readOnly
 	cfg.AllowOther = o.allowOther
 	cfg.Debug = o.debug || f.debug
+	cfg.NoPassthrough = o.noPassthrough
 	cfg.KernelFlags = o.kernelFlags
 	cfg.volumeSpecs = o.volumes
 	return cfg, o.warnings, nil

@@ -16,6 +16,7 @@ type mountOpts struct {
 	allowOther         bool
 	defaultPermissions bool
 	debug              bool
+	noPassthrough      bool
 	kernelFlags        []string // nosuid, nodev, noexec and their opposites, for mount(2)
 	volumes            []string // SRC:DST[:ro] specs, escapes kept
 	warnings           []string // unknown options: reported once and ignored
@@ -98,6 +99,8 @@ func (o *mountOpts) set(entry string) error {
 		o.defaultPermissions = true
 	case key == "debug" && !hasVal:
 		o.debug = true
+	case key == "nopassthrough" && !hasVal:
+		o.noPassthrough = true
 	case kernelFlagOptions[key] && !hasVal:
 		o.kernelFlags = append(o.kernelFlags, key)
 	case ignoredOptions[key] || strings.HasPrefix(key, "x-"):
