@@ -18,6 +18,10 @@ const usage = `unionfs: a copy-on-write union filesystem for container images
 Usage:
   unionfs mount [flags] MOUNTPOINT     mount a union (see unionfs mount --help)
   unionfs umount MOUNTPOINT            unmount it and wait for the server to exit
+  unionfs pull [--platform os/arch] REF        pull an image into the layer store
+  unionfs images [--format json]       list the stored images
+  unionfs rmi REF...                   remove images (and layers no image uses)
+  unionfs diff UPPER > layer.tar       the upper's changes as an OCI layer tar
   unionfs volume create|ls|inspect|rm|prune   manage named volumes
   unionfs inspect MOUNTPOINT           what a live mount stacks, as JSON
   unionfs ps                           the live mounts of this user
@@ -54,6 +58,9 @@ func run(args []string) error {
 	}
 	if len(args) == 0 {
 		return fmt.Errorf("no command given: %w", errUsage)
+	}
+	if handled, err := imageCommand(args[0], args[1:]); handled {
+		return err
 	}
 	switch args[0] {
 	case "mount":
