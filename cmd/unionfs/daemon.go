@@ -37,6 +37,7 @@ type mountRecord struct {
 	Mountpoint string        `json:"Mountpoint"`
 	PID        int           `json:"Pid"`
 	Lowers     []string      `json:"Lowers"`
+	Image      string        `json:"Image,omitempty"`
 	Upper      string        `json:"Upper,omitempty"`
 	Workdir    string        `json:"Workdir,omitempty"`
 	ReadOnly   bool          `json:"ReadOnly"`
@@ -90,6 +91,11 @@ type daemonArgs struct {
 	Config  ufs.Config
 	Volumes []mountVolume
 	Args    []string
+	// Image, if set, is mounted from the store at StoreRoot; its layers
+	// are the last ImageLayers lowers.
+	Image       string
+	StoreRoot   string
+	ImageLayers int
 }
 
 const envJob = "_UNIONFS_JOB"
@@ -148,7 +154,7 @@ func startDaemon(job daemonArgs, logFile string) error {
 
 // serve mounts and serves until the filesystem is unmounted or a signal
 // asks to unmount it.
-func serve(cfg ufs.Config, vols []mountVolume, args []string) error {
+func serve(cfg ufs.Config, vols []mountVolume, args []string, image string) error {
 	var ready *os.File
 	logFile := ""
 	if isDaemonChild() {
@@ -186,7 +192,7 @@ func serve(cfg ufs.Config, vols []mountVolume, args []string) error {
 		Mountpoint: cfg.Mountpoint, PID: os.Getpid(), Lowers: cfg.Lowers, Upper: cfg.Upper,
 		Workdir: cmp.Or(cfg.Workdir, srv.Workdir()), ReadOnly: cfg.ReadOnly || cfg.Upper == "", LogFile: logFile,
 		Started: time.Now().UTC(), Mounts: vols, Options: args,
-		FUSEProtocol: srv.Protocol(),
+		FUSEProtocol: srv.Protocol(), Image: image,
 	}
 	if rec.Mounts == nil {
 		rec.Mounts = []mountVolume{}

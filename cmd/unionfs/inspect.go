@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/unionfs/unionfs/imgpull"
 )
 
 func inspectCmd(args []string) error {
@@ -167,8 +169,21 @@ func countEntries(dir string) int {
 	return len(ents)
 }
 
-// countImages is filled in by the image store when it is present.
-var countImages = func(root string) int { return 0 }
+// countImages counts the stored images, without creating a store.
+func countImages(root string) int {
+	if _, err := os.Stat(filepath.Join(root, "store.db")); err != nil {
+		return 0
+	}
+	s, err := imgpull.Open(root)
+	if err != nil {
+		return 0
+	}
+	imgs, err := s.Images()
+	if err != nil {
+		return 0
+	}
+	return len(imgs)
+}
 
 var fsNames = map[int64]string{
 	0xEF53: "ext4", 0x58465342: "xfs", 0x9123683E: "btrfs", 0x01021994: "tmpfs",

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	ufs "github.com/unionfs/unionfs/fs"
+	"github.com/unionfs/unionfs/imgpull"
 )
 
 const mountUsage = `Usage: unionfs mount [flags] MOUNTPOINT
@@ -35,6 +36,7 @@ type mountFlags struct {
 	debug      bool
 	volumes    []string
 	root       string
+	image      string
 }
 
 // parseMountFlags parses a mount's command line. As a mount(8) helper
@@ -54,6 +56,7 @@ func parseMountFlags(args []string, helper bool) (*mountFlags, []string, error) 
 		volumeShort = ""
 	}
 	set.StringArrayVarP(&f.volumes, "volume", volumeShort, nil, "bind `SRC:DST[:ro]` (a host dir), NAME:DST[:ro] (a named volume) or DST (an anonymous one) into the union; repeatable")
+	set.StringVar(&f.image, "image", "", "mount the layers of the stored image `REF` (see unionfs pull) below any --lower")
 	set.StringVar(&f.root, "root", "", "store `DIR` for images and named volumes (default /var/lib/unionfs as root, ~/.local/share/unionfs otherwise; or $UNIONFS_ROOT)")
 	set.StringVar(&f.logFile, "log-file", "", "where the background server logs (default: the runtime directory)")
 	set.BoolVarP(&f.debug, "debug", "d", false, "log every FUSE request")
@@ -170,7 +173,7 @@ func mount(args []string, helper bool) error {
 		if err != nil {
 			return reportReady(os.NewFile(3, "ready"), err)
 		}
-		return serve(job.Config, job.Volumes, job.Args)
+		return serveJob(job)
 	}
 	f, pos, err := parseMountFlags(args, helper)
 	if errors.Is(err, pflag.ErrHelp) {
@@ -186,6 +189,20 @@ func mount(args []string, helper bool) error {
 	for _, w := range warnings {
 		fmt.Fprintf(os.Stderr, "unionfs: warning: %s\n", w)
 	}
+	job := daemonArgs{Volumes: vols, Args: args, Image: f.image}
+	if f.image != "" {
+		s, err := openStore(storeRoot(f.root))
+		if err != nil {
+			return err
+		}
+		dirs, err := s.LayerDirs(f.image)
+		if err != nil {
+			return err
+		}
+		job.StoreRoot = s.Root()
+		job.ImageLayers = len(dirs)
+		cfg.Lowers = append(cfg.Lowers, dirs...)
+	}
 	created, err := makeVolumes(vols, storeRoot(f.root))
 	if err != nil {
 		return err
@@ -200,15 +217,43 @@ func mount(args []string, helper bool) error {
 	if err := cfg.Validate(); err != nil {
 		return undo(err)
 	}
+	job.Config = cfg
 	if !f.foreground {
-		if err := startDaemon(daemonArgs{Config: cfg, Volumes: vols, Args: args}, f.logFile); err != nil {
+		if err := startDaemon(job, f.logFile); err != nil {
 			return undo(err)
 		}
 		return nil
 	}
-	cfg.Logger = log.New(os.Stderr, "unionfs: ", log.LstdFlags)
-	if err := serve(cfg, vols, args); err != nil {
+	job.Config.Logger = log.New(os.Stderr, "unionfs: ", log.LstdFlags)
+	if err := serveJob(&job); err != nil {
 		return undo(err)
 	}
 	return nil
+}
+
+// serveJob serves a mount in this process. A mount of an image leases its
+// layers for as long as it lasts, so that rmi keeps them until unmount.
+func serveJob(job *daemonArgs) error {
+	if job.Image == "" {
+		return serve(job.Config, job.Volumes, job.Args, "")
+	}
+	s, err := imgpull.Open(job.StoreRoot)
+	if err == nil {
+		var dirs []string
+		var release func() error
+		dirs, release, err = s.Lowers(job.Image)
+		if err == nil {
+			defer release()
+			// The image's layers go below the explicit lowers.
+			lowers := job.Config.Lowers
+			job.Config.Lowers = append(lowers[:len(lowers)-job.ImageLayers:len(lowers)-job.ImageLayers], dirs...)
+		}
+	}
+	if err != nil {
+		if isDaemonChild() {
+			return reportReady(os.NewFile(3, "ready"), err)
+		}
+		return err
+	}
+	return serve(job.Config, job.Volumes, job.Args, job.Image)
 }
