@@ -36,6 +36,19 @@ type Options struct {
 	NoData bool
 	// NoSync skips the fsync of the copied data.
 	NoSync bool
+	// Override, if set, is what the source really is where its layer
+	// could not show it (an image unpacked without privilege): owner, mode
+	// (a device's type included: its layer holds an empty placeholder)
+	// and extended attributes.
+	Override *Override
+}
+
+// Override describes a lower file as its image has it.
+type Override struct {
+	UID, GID uint32
+	Mode     uint32 // st_mode with the file type
+	Rdev     uint64
+	Xattrs   map[string][]byte
 }
 
 // ErrExists is returned when Dest already has an entry; the copy is dropped.
@@ -46,6 +59,9 @@ func Copy(src Source, dst Dest, opt Options) (unix.Stat_t, error) {
 	var st unix.Stat_t
 	if err := unix.Fstatat(src.Dirfd, src.Path, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return st, fmt.Errorf("stat %s: %w", src.Path, err)
+	}
+	if o := opt.Override; o != nil {
+		st.Uid, st.Gid, st.Mode, st.Rdev = o.UID, o.GID, o.Mode, o.Rdev
 	}
 	tmp := tempName()
 	var err error
@@ -58,6 +74,9 @@ func Copy(src Source, dst Dest, opt Options) (unix.Stat_t, error) {
 		err = copySymlink(src, &st, opt.WorkFd, tmp)
 	default:
 		err = copySpecial(src, &st, opt.WorkFd, tmp)
+	}
+	if err == nil && opt.Override != nil {
+		err = setXattrs(procFd(opt.WorkFd)+"/"+tmp, opt.Override.Xattrs)
 	}
 	if err != nil {
 		removeTemp(opt.WorkFd, tmp, st.Mode)
@@ -258,6 +277,23 @@ func CopyXattrs(from, to string) error {
 			return fmt.Errorf("get xattr %s: %w", name, err)
 		}
 		if err := unix.Lsetxattr(to, name, val, 0); err != nil {
+			if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EACCES) {
+				continue
+			}
+			return fmt.Errorf("set xattr %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// setXattrs sets extended attributes on p, skipping those the server may
+// not set, as CopyXattrs does.
+func setXattrs(p string, xattrs map[string][]byte) error {
+	for name, val := range xattrs {
+		if isLayerMarker(name) {
+			continue
+		}
+		if err := unix.Lsetxattr(p, name, val, 0); err != nil {
 			if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EACCES) {
 				continue
 			}

@@ -156,6 +156,7 @@ func (n *node) resolveLayers(dirPath, childPath, name string) (*resolved, error)
 	if err := lstatAt(le.top.layer.fd, le.top.path, &r.st); err != nil {
 		return nil, err
 	}
+	le.top.layer.applyMeta(le.top.path, &r.st)
 	if le.mode == unix.S_IFDIR {
 		r.lowers = n.u.childLowers(le)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/unionfs/unionfs/copyup"
 	"github.com/unionfs/unionfs/layerdb"
 )
 
@@ -34,6 +35,11 @@ type layer struct {
 	records map[string]map[string]layerdb.Record
 
 	links linkGroups // hard-link groups, found on first need
+
+	// meta holds what an image says about files that an unprivileged
+	// unpack could not put on disk (owner, set-id bits, device nodes,
+	// xattrs), by path; nil for most layers.
+	meta map[string]layerdb.Meta
 }
 
 // openLayer opens dir as a layer root. The descriptor is O_PATH: it pins the
@@ -80,6 +86,13 @@ func (l *layer) loadRecords() error {
 		return fmt.Errorf("read %s: %w", dbPath, err)
 	}
 	l.records = groupRecords(recs)
+	metas, err := db.Metas()
+	if err != nil {
+		return fmt.Errorf("read %s: %w", dbPath, err)
+	}
+	if len(metas) > 0 {
+		l.meta = metas
+	}
 	return nil
 }
 
@@ -97,6 +110,26 @@ func groupRecords(recs map[string]layerdb.Record) map[string]map[string]layerdb.
 		m[name] = r
 	}
 	return out
+}
+
+// applyMeta puts what the image says about the file at p over its stat.
+func (l *layer) applyMeta(p string, st *unix.Stat_t) {
+	if l.meta == nil {
+		return
+	}
+	if m, ok := l.meta[p]; ok {
+		st.Uid, st.Gid, st.Mode, st.Rdev = m.UID, m.GID, m.Mode, m.Rdev
+	}
+}
+
+// override is the copy-up override for the file at p, if the image has
+// meta for it.
+func (l *layer) override(p string) *copyup.Override {
+	m, ok := l.meta[p]
+	if !ok {
+		return nil
+	}
+	return &copyup.Override{UID: m.UID, GID: m.GID, Mode: m.Mode, Rdev: m.Rdev, Xattrs: m.Xattrs}
 }
 
 // record returns what this layer says about name in directory dir.

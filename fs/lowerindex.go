@@ -78,7 +78,11 @@ func buildLowerIndex(dirs []lowerRef) (*lowerIndex, error) {
 				}
 				continue
 			}
-			le := lowerEntry{name: e.name, mode: e.mode, ino: e.ino, top: ref}
+			mode := e.mode
+			if m, ok := d.layer.meta[ref.path]; ok {
+				mode = m.Mode & unix.S_IFMT // a device's placeholder file
+			}
+			le := lowerEntry{name: e.name, mode: mode, ino: e.ino, top: ref}
 			if e.mode == unix.S_IFDIR {
 				le.dirs = []lowerRef{ref}
 			} else {

@@ -110,7 +110,11 @@ func (n *node) lstat(st *unix.Stat_t) error {
 	}
 	w := n.where()
 	if !w.upper {
-		return lstatAt(w.lower.layer.fd, w.lower.path, st)
+		if err := lstatAt(w.lower.layer.fd, w.lower.path, st); err != nil {
+			return err
+		}
+		w.lower.layer.applyMeta(w.lower.path, st)
+		return nil
 	}
 	if n.IsDir() && n.statOwnDir(st) {
 		return nil
@@ -230,6 +234,15 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if n.virtual != nil || isPrivateXattr(attr) {
 		return 0, syscall.ENODATA
 	}
+	if v, ok := n.metaXattrs()[attr]; ok {
+		if len(dest) == 0 {
+			return uint32(len(v)), 0
+		}
+		if len(v) > len(dest) {
+			return uint32(len(v)), syscall.ERANGE
+		}
+		return uint32(copy(dest, v)), 0
+	}
 	var k int
 	err := n.withXattrPath(func(p string) (err error) {
 		k, err = unix.Lgetxattr(p, attr, dest)
@@ -264,9 +277,16 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		return 0, toErrno(err)
 	}
 	out := list[:0:0]
+	meta := n.metaXattrs()
 	for _, name := range strings.SplitAfter(string(list), "\x00") {
-		if name != "" && !isPrivateXattr(strings.TrimSuffix(name, "\x00")) {
+		bare := strings.TrimSuffix(name, "\x00")
+		if _, dup := meta[bare]; name != "" && !dup && !isPrivateXattr(bare) {
 			out = append(out, name...)
+		}
+	}
+	for name := range meta {
+		if !isPrivateXattr(name) {
+			out = append(append(out, name...), 0)
 		}
 	}
 	if len(dest) == 0 {
@@ -276,6 +296,16 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		return uint32(len(out)), syscall.ERANGE
 	}
 	return uint32(copy(dest, out)), 0
+}
+
+// metaXattrs returns the extended attributes an image records for the
+// node's lower file, beyond those on disk.
+func (n *node) metaXattrs() map[string][]byte {
+	w := n.where()
+	if w.upper || w.lower.layer == nil || w.lower.layer.meta == nil {
+		return nil
+	}
+	return w.lower.layer.meta[w.lower.path].Xattrs
 }
 
 // toErrno converts an error from the layers into the errno FUSE returns,

@@ -75,7 +75,7 @@ func (n *node) copyUpOpt(noData bool) syscall.Errno {
 		st, err = copyup.Copy(
 			copyup.Source{Dirfd: w.lower.layer.fd, Path: w.lower.path},
 			copyup.Dest{Dirfd: dirfd, Name: name},
-			copyup.Options{WorkFd: n.u.workFd, NoData: noData},
+			copyup.Options{WorkFd: n.u.workFd, NoData: noData, Override: w.lower.layer.override(w.lower.path)},
 		)
 		if errors.Is(err, copyup.ErrExists) {
 			return nil

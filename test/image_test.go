@@ -524,6 +524,28 @@ func TestImagePullRootlessRecordsMeta(t *testing.T) {
 	if err := unix.Lstat(filepath.Join(layer, "dev/null"), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
 		t.Errorf("dev/null on disk: mode %o, %v; want a regular placeholder", st.Mode, err)
 	}
+
+	// The mount serves the image as it is, not as the disk holds it.
+	requireFUSE(t)
+	mnt := mountUnion(t, "--root", root, "--image", ref)
+	for p, want := range map[string]unix.Stat_t{
+		"usr/bin/passwd": {Mode: unix.S_IFREG | 0o4755},
+		"dev/null":       {Mode: unix.S_IFCHR | 0o666, Rdev: unix.Mkdev(1, 3)},
+		"home/u/f":       {Mode: unix.S_IFREG | 0o600, Uid: 1000, Gid: 1000},
+	} {
+		if err := unix.Lstat(filepath.Join(mnt, p), &st); err != nil {
+			t.Errorf("lstat %s through the mount: %v", p, err)
+			continue
+		}
+		if st.Mode != want.Mode || st.Uid != want.Uid || st.Gid != want.Gid || st.Rdev != want.Rdev {
+			t.Errorf("%s through the mount: mode %o uid %d gid %d rdev %x; want mode %o uid %d gid %d rdev %x",
+				p, st.Mode, st.Uid, st.Gid, st.Rdev, want.Mode, want.Uid, want.Gid, want.Rdev)
+		}
+	}
+	ents, err := os.ReadDir(filepath.Join(mnt, "dev"))
+	if err != nil || len(ents) != 1 || ents[0].Type()&os.ModeCharDevice == 0 {
+		t.Errorf("listing dev through the mount: %v, %v; want one character device", ents, err)
+	}
 }
 
 // TestImageMountFromRegistry mounts a pulled image read-only and checks
