@@ -11,7 +11,7 @@ SBINDIR  ?= /sbin
 all: build
 
 build: ## build bin/unionfs
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/unionfs
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/unionfs
 
 test: ## run every test: unit, end-to-end mounts, conformance, kernel-overlayfs oracle
 	$(GO) vet ./...
