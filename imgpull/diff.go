@@ -27,6 +27,9 @@ type DiffOptions struct {
 	// directory's whole merged content is written at its new path. Without
 	// Lowers, an upper with a renamed directory is an error.
 	Lowers []string
+	// StateDB, if set, is read instead of the upper's own state database:
+	// a copy taken from a live mount, whose server holds the database.
+	StateDB string
 }
 
 // ErrNeedLowers: Diff met a renamed directory and was given no lower layers.
@@ -41,12 +44,17 @@ var ErrNeedLowers = errors.New("the upper has a renamed directory: its lower lay
 // comes first, then whiteouts, then entries by name. Owners, modes, device
 // numbers and xattrs recorded in a layer's meta win over the disk's.
 //
-// The upper must not be in use by a mount: its database is locked then.
+// The upper must not be in use by a mount (its database is locked then),
+// unless o.StateDB names a copy of its database.
 func Diff(w io.Writer, upper string, o DiffOptions) error {
 	d := &differ{tw: tar.NewWriter(w), links: make(map[[2]uint64]string)}
 	defer d.close()
-	for _, dir := range append([]string{upper}, o.Lowers...) {
-		l, err := openDiffLayer(dir)
+	for i, dir := range append([]string{upper}, o.Lowers...) {
+		dbPath := filepath.Join(dir, StateDBPath)
+		if i == 0 && o.StateDB != "" {
+			dbPath = o.StateDB
+		}
+		l, err := openDiffLayer(dir, dbPath)
 		if err != nil {
 			return err
 		}
@@ -92,13 +100,12 @@ type diffLayer struct {
 	metas    map[string]layerdb.Meta
 }
 
-func openDiffLayer(dir string) (*diffLayer, error) {
+func openDiffLayer(dir, dbPath string) (*diffLayer, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, err
 	}
 	l := &diffLayer{dir: dir, root: root, children: make(map[string][]string)}
-	dbPath := filepath.Join(dir, StateDBPath)
 	if _, err := os.Lstat(dbPath); err == nil {
 		db, err := layerdb.Open(dbPath, layerdb.Options{ReadOnly: true, Timeout: 500 * time.Millisecond})
 		if errors.Is(err, layerdb.ErrLocked) {

@@ -597,3 +597,47 @@ func TestImageMountFromRegistry(t *testing.T) {
 		t.Errorf("layers kept after unmount: %v", dirs)
 	}
 }
+
+// TestImageDiffLiveMountpoint diffs a mounted union by its mountpoint: the
+// server holds the upper's database, so diff reads a copy of it and takes
+// the lower layers from the mount.
+func TestImageDiffLiveMountpoint(t *testing.T) {
+	requireFUSE(t)
+	lower, upper := t.TempDir(), t.TempDir()
+	writeTree(t, lower, tree{"a": file("a"), "d/b": file("b"), "keep": file("k")})
+	mnt := mountUnion(t, "-l", lower, "-u", upper)
+	if err := os.Remove(filepath.Join(mnt, "a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "new"), []byte("n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(mnt, "d"), filepath.Join(mnt, "d2")); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "layer.tar")
+	if _, stderr, exit := runUnionfs(t, "diff", "-o", out, mnt); exit != 0 {
+		t.Fatalf("diff of a live mountpoint: exit %d: %s", exit, stderr)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var names []string
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, strings.TrimSuffix(h.Name, "/"))
+	}
+	want := []string{".wh.a", ".wh.d", "d2", "d2/.wh..wh..opq", "d2/b", "new"}
+	if !slices.Equal(names, want) {
+		t.Errorf("diff of the mount lists %q, want %q", names, want)
+	}
+}

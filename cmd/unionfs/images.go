@@ -257,8 +257,24 @@ func diffCmd(args []string) (err error) {
 		}
 		w = f
 	}
+	upper := set.Arg(0)
+	if rec := liveMountAt(upper); rec != nil {
+		// A mountpoint: diff its upper, reading a copy of the state
+		// database, which the server holds locked.
+		if rec.Upper == "" {
+			return fmt.Errorf("%s is a read-only mount: it has no changes", upper)
+		}
+		upper = rec.Upper
+		o.Lowers = append(o.Lowers, rec.Lowers...)
+		snap, cleanup, err := snapshotStateDB(rec.Upper)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		o.StateDB = snap
+	}
 	bw := bufio.NewWriterSize(w, 1<<20)
-	err = imgpull.Diff(bw, set.Arg(0), o)
+	err = imgpull.Diff(bw, upper, o)
 	if ferr := bw.Flush(); err == nil {
 		err = ferr
 	}

@@ -13,7 +13,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	ufs "github.com/unionfs/unionfs/fs"
 	"github.com/unionfs/unionfs/imgpull"
+	"github.com/unionfs/unionfs/layerdb"
 )
 
 func inspectCmd(args []string) error {
@@ -42,6 +44,57 @@ func inspectCmd(args []string) error {
 		}
 	}
 	return fmt.Errorf("%s is not a live unionfs mount of this user", mnt)
+}
+
+// liveMountAt returns the record of the live mount at p, if p is one.
+func liveMountAt(p string) *mountRecord {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return nil
+	}
+	for _, rec := range liveMounts() {
+		if rec.Mountpoint == abs {
+			return &rec
+		}
+	}
+	return nil
+}
+
+// snapshotStateDB copies a live upper's state database for reading. The
+// server may write to it meanwhile; a copy that does not read back as a
+// database is taken again.
+func snapshotStateDB(upper string) (string, func(), error) {
+	dir, err := os.MkdirTemp("", "unionfs-diff-")
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	src := filepath.Join(upper, ufs.StateDir, ufs.StateDBName)
+	dst := filepath.Join(dir, "state.db")
+	var lastErr error
+	for try := 0; try < 5; try++ {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			cleanup()
+			return "", nil, err
+		}
+		if err := os.WriteFile(dst, data, 0o600); err != nil {
+			cleanup()
+			return "", nil, err
+		}
+		db, err := layerdb.Open(dst, layerdb.Options{ReadOnly: true})
+		if err == nil {
+			_, err = db.Records()
+			db.Close()
+		}
+		if err == nil {
+			return dst, cleanup, nil
+		}
+		lastErr = err
+		time.Sleep(10 * time.Millisecond)
+	}
+	cleanup()
+	return "", nil, fmt.Errorf("copy the state database of %s: %w", upper, lastErr)
 }
 
 func psCmd(args []string) error {
