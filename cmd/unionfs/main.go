@@ -21,7 +21,7 @@ Usage:
   unionfs pull [--platform os/arch] REF        pull an image into the layer store
   unionfs images [--format json]       list the stored images
   unionfs rmi REF...                   remove images (and layers no image uses)
-  unionfs diff UPPER > layer.tar       the upper's changes as an OCI layer tar
+  unionfs diff UPPER|MOUNTPOINT > l.tar the changes as an OCI layer tar
   unionfs volume create|ls|inspect|rm|prune   manage named volumes
   unionfs inspect MOUNTPOINT           what a live mount stacks, as JSON
   unionfs ps                           the live mounts of this user
