@@ -41,64 +41,6 @@ func (l *layer) lstat(p string, st *unix.Stat_t) error {
 	return l.at(p, func(fd int, name string) error { return lstatAt(fd, name, st) })
 }
 
-func (l *layer) unlink(p string, flags int) error {
-	return l.at(p, func(fd int, name string) error { return unix.Unlinkat(fd, name, flags) })
-}
-
 func (l *layer) mkdir(p string, mode uint32) error {
 	return l.at(p, func(fd int, name string) error { return unix.Mkdirat(fd, name, mode) })
-}
-
-func (l *layer) mknod(p string, mode uint32, dev int) error {
-	return l.at(p, func(fd int, name string) error { return unix.Mknodat(fd, name, mode, dev) })
-}
-
-func (l *layer) symlink(target, p string) error {
-	return l.at(p, func(fd int, name string) error { return unix.Symlinkat(target, fd, name) })
-}
-
-func (l *layer) chown(p string, uid, gid int) error {
-	return l.at(p, func(fd int, name string) error {
-		return unix.Fchownat(fd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
-	})
-}
-
-func (l *layer) readlink(p string) ([]byte, error) {
-	var out []byte
-	err := l.at(p, func(fd int, name string) error {
-		for size := 256; ; size *= 2 {
-			buf := make([]byte, size)
-			k, err := unix.Readlinkat(fd, name, buf)
-			if err != nil {
-				return err
-			}
-			if k < size {
-				out = buf[:k]
-				return nil
-			}
-		}
-	})
-	return out, err
-}
-
-// xattrPath calls fn with a path naming p for the xattr calls, which have
-// no *at form: the /proc link of its parent's descriptor plus its name.
-func (l *layer) xattrPath(p string, fn func(path string) error) error {
-	return l.at(p, func(fd int, name string) error { return fn(procPath(fd, name)) })
-}
-
-func (l *layer) link(oldp, newp string) error {
-	return l.at(oldp, func(ofd int, oname string) error {
-		return l.at(newp, func(nfd int, nname string) error {
-			return unix.Linkat(ofd, oname, nfd, nname, 0)
-		})
-	})
-}
-
-func (l *layer) rename(oldp, newp string, flags uint) error {
-	return l.at(oldp, func(ofd int, oname string) error {
-		return l.at(newp, func(nfd int, nname string) error {
-			return unix.Renameat2(ofd, oname, nfd, nname, flags)
-		})
-	})
 }

@@ -36,13 +36,19 @@ func newInoMap(layers []*layer) *inoMap {
 // ino returns the union inode number of inode ino on device dev.
 func (m *inoMap) ino(dev, ino uint64) uint64 {
 	if x, ok := m.devs[dev]; ok {
-		if m.single {
+		switch {
+		case m.single && ino>>63 == 0: // the top bit is the private range's
 			return ino
-		}
-		if ino>>xinoShift == 0 && x < 1<<(63-xinoShift) {
+		case !m.single && ino>>xinoShift == 0 && x < 1<<(63-xinoShift):
 			return x<<xinoShift | ino
 		}
 	}
+	return m.private(dev, ino)
+}
+
+// private gives (dev, ino) a number from the private range, the same one
+// every time.
+func (m *inoMap) private(dev, ino uint64) uint64 {
 	key := [2]uint64{dev, ino}
 	m.mu.Lock()
 	defer m.mu.Unlock()

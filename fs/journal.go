@@ -80,11 +80,13 @@ func (j *journal) run() {
 	defer close(j.done)
 	for range j.kick {
 		j.mu.Lock()
-		batch, upto := j.pending, j.queued
+		batch, upto, failed := j.pending, j.queued, j.err != nil
 		j.pending = nil
 		j.mu.Unlock()
 		var err error
-		if len(batch) > 0 {
+		// After a failed commit nothing more is written: what was queued
+		// behind it may depend on it.
+		if len(batch) > 0 && !failed {
 			err = j.db.Apply(batch...)
 			if err != nil {
 				j.log.Printf("state database: %v; refusing further changes", err)

@@ -104,9 +104,16 @@ func openExisting(path string, opts Options) (*bolt.DB, error) {
 	return openBolt(path, opts)
 }
 
-// openBolt opens and validates path with bbolt. It never creates the file
-// (bbolt would otherwise create and initialise a missing or empty one).
-func openBolt(path string, opts Options) (bdb *bolt.DB, err error) {
+// openBolt opens and validates a state database with bbolt.
+func openBolt(path string, opts Options) (*bolt.DB, error) {
+	return openBoltFile(path, opts, validate)
+}
+
+// openBoltFile opens path with bbolt and checks it with check. It never
+// creates the file (bbolt would otherwise create and initialise a missing
+// or empty one), and turns bbolt's panics and faults on a damaged file
+// into ErrCorrupt.
+func openBoltFile(path string, opts Options, check func(tx *bolt.Tx, size int64) error) (bdb *bolt.DB, err error) {
 	var file *os.File
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
@@ -159,7 +166,7 @@ func openBolt(path string, opts Options) (bdb *bolt.DB, err error) {
 	}
 	fi, err := file.Stat()
 	if err == nil {
-		err = bdb.View(func(tx *bolt.Tx) error { return validate(tx, fi.Size()) })
+		err = bdb.View(func(tx *bolt.Tx) error { return check(tx, fi.Size()) })
 	}
 	if err != nil {
 		bdb.Close() // the validation error is the one worth reporting

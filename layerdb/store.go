@@ -44,7 +44,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -163,61 +162,8 @@ func openStoreBolt(path string, opts Options) (*bolt.DB, error) {
 	return openStoreFile(path, opts)
 }
 
-func openStoreFile(path string, opts Options) (bdb *bolt.DB, err error) {
-	var file *os.File
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if p := recover(); p != nil {
-			if bdb != nil {
-				bdb.Close()
-			} else if file != nil {
-				syscall.Flock(int(file.Fd()), syscall.LOCK_UN)
-				file.Close()
-			}
-			bdb, err = nil, fmt.Errorf("%w: %v", ErrCorrupt, p)
-		}
-	}()
-	timeout := opts.Timeout
-	if timeout <= 0 {
-		timeout = defaultTimeout
-	}
-	bdb, err = bolt.Open(path, fileMode, &bolt.Options{
-		Timeout:  timeout,
-		ReadOnly: opts.ReadOnly,
-		NoSync:   opts.NoSync,
-		OpenFile: func(name string, flag int, perm os.FileMode) (*os.File, error) {
-			f, err := os.OpenFile(name, flag&^os.O_CREATE, perm)
-			if err != nil {
-				return nil, err
-			}
-			fi, err := f.Stat()
-			switch {
-			case err != nil:
-			case !fi.Mode().IsRegular():
-				err = fmt.Errorf("%w: not a regular file", ErrCorrupt)
-			case fi.Size() == 0:
-				err = fmt.Errorf("%w: file is empty", ErrCorrupt)
-			}
-			if err != nil {
-				f.Close()
-				return nil, err
-			}
-			file = f
-			return f, nil
-		},
-	})
-	if err != nil {
-		return nil, classifyOpenError(path, err)
-	}
-	fi, err := file.Stat()
-	if err == nil {
-		err = bdb.View(func(tx *bolt.Tx) error { return validateStore(tx, fi.Size()) })
-	}
-	if err != nil {
-		bdb.Close()
-		return nil, err
-	}
-	return bdb, nil
+func openStoreFile(path string, opts Options) (*bolt.DB, error) {
+	return openBoltFile(path, opts, validateStore)
 }
 
 func validateStore(tx *bolt.Tx, fileSize int64) error {
