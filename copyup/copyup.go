@@ -118,7 +118,13 @@ func copyFile(src Source, st *unix.Stat_t, opt Options, tmp string) error {
 	}
 	defer unix.Close(out)
 	if !opt.NoData && st.Size > 0 {
-		in, err := unix.Openat(src.Dirfd, src.Path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		// O_NOATIME: copying up must not change the lower file, not even
+		// its access time (as overlayfs); only the owner or root may ask.
+		flags := unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+		in, err := unix.Openat(src.Dirfd, src.Path, flags|unix.O_NOATIME, 0)
+		if errors.Is(err, unix.EPERM) {
+			in, err = unix.Openat(src.Dirfd, src.Path, flags, 0)
+		}
 		if err != nil {
 			return err
 		}
