@@ -151,10 +151,11 @@ func splitOptions(s string) ([]string, error) {
 		}
 		// lowerdir and volume keep their escapes: "\:" separates
 		// differently there.
+		key = unescape(key, "")
 		if key != "lowerdir" && key != "volume" {
 			val = unescape(val, "")
 		}
-		out[i] = unescape(key, "") + "=" + val
+		out[i] = key + "=" + val
 	}
 	return out, nil
 }
