@@ -184,6 +184,15 @@ func serve(cfg ufs.Config, vols []mountVolume, args []string, image string) erro
 			defer pprof.StopCPUProfile()
 		}
 	}
+	// UNIONFS_MEMPROFILE=FILE writes the server's live heap when it exits.
+	if p := os.Getenv("UNIONFS_MEMPROFILE"); p != "" {
+		defer func() {
+			if f, err := os.Create(p); err == nil {
+				pprof.WriteHeapProfile(f)
+				f.Close()
+			}
+		}()
+	}
 	srv, err := ufs.Mount(cfg)
 	if err != nil {
 		return reportReady(ready, err)
