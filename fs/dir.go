@@ -126,9 +126,10 @@ func (n *node) resolveLayers(dirPath, childPath, name string) (*resolved, error)
 	}
 	rec, _ := n.u.upperRecord(childPath)
 	var le *lowerEntry
+	var x *lowerIndex
 	if !rec.Opaque || rec.Redirect != "" {
-		x, err := n.lowerIndex()
-		if err != nil {
+		var err error
+		if x, err = n.lowerIndex(); err != nil {
 			return nil, err
 		}
 		le = x.lookup(name)
@@ -142,7 +143,7 @@ func (n *node) resolveLayers(dirPath, childPath, name string) (*resolved, error)
 			r.lowers = n.u.probeLowers(rec.Redirect, n.u.upper.idx+1)
 		case rec.Opaque:
 		case le != nil && le.mode == unix.S_IFDIR:
-			r.lowers = n.u.childLowers(le)
+			r.lowers = n.u.childLowers(x, le)
 		}
 		if len(r.lowers) > 0 {
 			r.lower = r.lowers[0]
@@ -152,13 +153,13 @@ func (n *node) resolveLayers(dirPath, childPath, name string) (*resolved, error)
 	if le == nil || rec.Opaque {
 		return nil, unix.ENOENT
 	}
-	r.lower = le.top
-	if err := lstatAt(le.top.layer.fd, le.top.path, &r.st); err != nil {
+	r.lower = x.topRef(le)
+	if err := lstatAt(r.lower.layer.fd, r.lower.path, &r.st); err != nil {
 		return nil, err
 	}
-	le.top.layer.applyMeta(le.top.path, &r.st)
+	r.lower.layer.applyMeta(r.lower.path, &r.st)
 	if le.mode == unix.S_IFDIR {
-		r.lowers = n.u.childLowers(le)
+		r.lowers = n.u.childLowers(x, le)
 	}
 	return r, nil
 }
@@ -296,7 +297,7 @@ func (n *node) listingAt(dirPath string) ([]fuse.DirEntry, error) {
 				continue
 			}
 		}
-		ents = append(ents, fuse.DirEntry{Name: le.name, Mode: le.mode, Ino: n.u.inos.ino(le.top.layer.dev, le.ino)})
+		ents = append(ents, fuse.DirEntry{Name: le.name, Mode: le.mode, Ino: n.u.inos.ino(x.dirs[le.top].layer.dev, le.ino)})
 	}
 	return n.u.addVolumeEntries(dirPath, ents), nil
 }

@@ -2,6 +2,8 @@ package fs
 
 import (
 	"errors"
+	"slices"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -16,18 +18,23 @@ type lowerRef struct {
 }
 
 // lowerEntry is one name of a merged lower directory, as the topmost lower
-// layer that has it shows it.
+// layer that has it shows it. It is kept small (a directory of the index
+// holds one per name, and there may be hundreds of thousands): its path in
+// the layer is derived from the directory's, and what only directories
+// need lives in side tables of the index.
 type lowerEntry struct {
 	name string
-	mode uint32   // S_IFMT bits
-	ino  uint64   // real inode number in the topmost layer
-	top  lowerRef // the topmost lower entry
-	// dirs lists, for a directory, every lower directory that merges into
-	// it, top down, as far as the parents' listings reach.
-	dirs []lowerRef
-	// redirect, when set, is where the layers below the one at stack
-	// position redirectAt continue this directory (overlayfs redirect_dir);
-	// they are probed on demand.
+	ino  uint64 // real inode number in the topmost layer
+	mode uint32 // S_IFMT bits
+	top  uint16 // the merged lower directory (lowerIndex.dirs) it comes from
+}
+
+// subdir is what the index knows of a child directory: the merged lower
+// directories it appears in, top down, as far as the listings reach, and
+// where a redirect continues it (overlayfs redirect_dir) in the layers
+// below the one at stack position redirectAt.
+type subdir struct {
+	in         []uint16
 	redirect   string
 	redirectAt int
 }
@@ -37,15 +44,25 @@ type lowerEntry struct {
 // directory and then answers every lookup and listing with no system call:
 // this is what keeps a lookup's cost flat in the number of layers.
 type lowerIndex struct {
-	entries []lowerEntry
-	byName  map[string]int32
+	dirs    []lowerRef         // the lower directories merged, top down
+	entries []lowerEntry       // sorted by name
+	subdirs map[string]*subdir // the entries that are directories
 }
 
 func (x *lowerIndex) lookup(name string) *lowerEntry {
-	if i, ok := x.byName[name]; ok {
-		return &x.entries[i]
+	i, ok := slices.BinarySearchFunc(x.entries, name, func(e lowerEntry, name string) int {
+		return strings.Compare(e.name, name)
+	})
+	if !ok {
+		return nil
 	}
-	return nil
+	return &x.entries[i]
+}
+
+// topRef is where the entry's file is in its topmost layer.
+func (x *lowerIndex) topRef(e *lowerEntry) lowerRef {
+	d := x.dirs[e.top]
+	return lowerRef{d.layer, joinPath(d.path, e.name)}
 }
 
 // buildLowerIndex merges the listings of dirs, top down. A name is taken
@@ -53,9 +70,10 @@ func (x *lowerIndex) lookup(name string) *lowerEntry {
 // same-named directories below until a non-directory, an opaque marker, a
 // whiteout or a redirect stops it.
 func buildLowerIndex(dirs []lowerRef) (*lowerIndex, error) {
-	x := &lowerIndex{byName: make(map[string]int32)}
+	x := &lowerIndex{dirs: dirs, subdirs: make(map[string]*subdir)}
+	byName := make(map[string]int)
 	stopped := make(map[string]bool)
-	for _, d := range dirs {
+	for di, d := range dirs {
 		ents, err := readDirAt(d.layer.fd, d.path)
 		if err != nil {
 			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
@@ -68,34 +86,34 @@ func buildLowerIndex(dirs []lowerRef) (*lowerIndex, error) {
 			if d.path == "" && e.name == StateDir || stopped[e.name] || m.isMarker(e.name) {
 				continue
 			}
-			ref := lowerRef{d.layer, joinPath(d.path, e.name)}
-			if i, ok := x.byName[e.name]; ok {
+			if _, ok := byName[e.name]; ok {
 				// Only directories are still open for merging.
-				if e.mode == unix.S_IFDIR {
-					x.entries[i].dirs = append(x.entries[i].dirs, ref)
+				if sd := x.subdirs[e.name]; sd != nil && e.mode == unix.S_IFDIR {
+					sd.in = append(sd.in, uint16(di))
 				} else {
 					stopped[e.name] = true
 				}
 				continue
 			}
 			mode := e.mode
-			if m, ok := d.layer.meta[ref.path]; ok {
-				mode = m.Mode & unix.S_IFMT // a device's placeholder file
+			if d.layer.meta != nil {
+				if m, ok := d.layer.meta[joinPath(d.path, e.name)]; ok {
+					mode = m.Mode & unix.S_IFMT // a device's placeholder file
+				}
 			}
-			le := lowerEntry{name: e.name, mode: mode, ino: e.ino, top: ref}
-			if e.mode == unix.S_IFDIR {
-				le.dirs = []lowerRef{ref}
+			if mode == unix.S_IFDIR {
+				x.subdirs[e.name] = &subdir{in: []uint16{uint16(di)}}
 			} else {
 				stopped[e.name] = true
 			}
-			x.byName[e.name] = int32(len(x.entries))
-			x.entries = append(x.entries, le)
+			byName[e.name] = len(x.entries)
+			x.entries = append(x.entries, lowerEntry{name: e.name, ino: e.ino, mode: mode, top: uint16(di)})
 		}
 		// What this layer says about names applies to the layers below it.
 		for name, rec := range m.records {
 			if rec.Redirect != "" && !stopped[name] {
-				if le := x.lookup(name); le != nil && le.mode == unix.S_IFDIR && le.dirs[len(le.dirs)-1].layer == d.layer {
-					le.redirect, le.redirectAt = rec.Redirect, d.layer.idx
+				if sd := x.subdirs[name]; sd != nil && sd.in[len(sd.in)-1] == uint16(di) {
+					sd.redirect, sd.redirectAt = rec.Redirect, d.layer.idx
 					stopped[name] = true
 				}
 			}
@@ -107,6 +125,8 @@ func buildLowerIndex(dirs []lowerRef) (*lowerIndex, error) {
 			break
 		}
 	}
+	slices.SortFunc(x.entries, func(a, b lowerEntry) int { return strings.Compare(a.name, b.name) })
+	x.entries = slices.Clip(x.entries)
 	return x, nil
 }
 
@@ -166,11 +186,19 @@ func (l *layer) markerAt(p string, isDir bool) (rec layerdb.Record, parentOpaque
 }
 
 // childLowers returns every lower directory that merges into the directory
-// entry le.
-func (u *Union) childLowers(le *lowerEntry) []lowerRef {
-	if le.redirect == "" {
-		return le.dirs
+// entry le of index x.
+func (u *Union) childLowers(x *lowerIndex, le *lowerEntry) []lowerRef {
+	sd := x.subdirs[le.name]
+	if sd == nil {
+		return nil
 	}
-	dirs := append([]lowerRef(nil), le.dirs...)
-	return append(dirs, u.probeLowers(le.redirect, le.redirectAt+1)...)
+	dirs := make([]lowerRef, 0, len(sd.in))
+	for _, i := range sd.in {
+		d := x.dirs[i]
+		dirs = append(dirs, lowerRef{d.layer, joinPath(d.path, le.name)})
+	}
+	if sd.redirect != "" {
+		dirs = append(dirs, u.probeLowers(sd.redirect, sd.redirectAt+1)...)
+	}
+	return dirs
 }
