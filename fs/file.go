@@ -17,6 +17,11 @@ var _ = (gofs.NodeOpener)((*node)(nil))
 // the server's own buffers are not aligned for O_DIRECT.
 const openFlagsMask = ^(unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | unix.O_APPEND | unix.O_DIRECT | fuse.FMODE_EXEC)
 
+// openFlagsNoFlush spares close(2) a FLUSH round trip: writes reach the
+// backing file as they happen (through the server, or passthrough) and
+// report their errors then, so there is nothing left for close to report.
+const openFlagsNoFlush = fuse.FOPEN_NOFLUSH
+
 func isWriteOpen(flags uint32) bool {
 	return flags&(unix.O_WRONLY|unix.O_RDWR|unix.O_TRUNC) != 0
 }
@@ -40,7 +45,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	var fuseFlags uint32
+	fuseFlags := uint32(openFlagsNoFlush)
 	if !w.upper {
 		// The lower file never changes: the kernel may keep its pages
 		// across opens.

@@ -297,7 +297,7 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	child := &node{u: n.u, ino: ino, gen: gen, inUpper: true, tmpfd: keep}
 	child.fillAttr(&r.st, &out.Attr)
 	ch := n.NewInode(ctx, child, gofs.StableAttr{Mode: unix.S_IFREG, Ino: ino, Gen: gen})
-	return ch, child.newHandle(fd, true), 0, 0
+	return ch, child.newHandle(fd, true), openFlagsNoFlush, 0
 }
 
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
@@ -312,7 +312,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		}
 		return nil, nil, 0, errno
 	}
-	return ch, ch.Operations().(*node).newHandle(fd, true), 0, 0
+	return ch, ch.Operations().(*node).newHandle(fd, true), openFlagsNoFlush, 0
 }
 
 // Mkdir: a directory made where a lower entry was deleted must not show
