@@ -29,6 +29,7 @@ type Union struct {
 	inos   *inoMap
 	log    *log.Logger
 	euid   int
+	egid   int
 	// passthrough lets the kernel read and write files directly (FUSE
 	// passthrough, Linux 6.9+, needs CAP_SYS_ADMIN; go-fuse turns it off
 	// itself when the kernel refuses).
@@ -129,7 +130,7 @@ func (s *Server) Workdir() string { return s.u.workDir }
 func (s *Server) Close() error { return s.u.close() }
 
 func newUnion(cfg Config) (*Union, error) {
-	u := &Union{cfg: cfg, log: cfg.Logger, euid: os.Geteuid()}
+	u := &Union{cfg: cfg, log: cfg.Logger, euid: os.Geteuid(), egid: os.Getegid()}
 	u.passthrough = u.euid == 0 && !cfg.NoPassthrough
 	if u.log == nil {
 		u.log = log.New(os.Stderr, "unionfs: ", log.LstdFlags)

@@ -41,6 +41,7 @@ func (u *Union) openVolumes() error {
 			upper:  l,
 			log:    u.log,
 			euid:   u.euid,
+			egid:   u.egid,
 			// Volumes have no lower files: passthrough is always safe.
 			passthrough: u.passthrough,
 			volume:      true,

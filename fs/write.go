@@ -219,8 +219,8 @@ func (n *node) chownNew(ctx context.Context, dirfd int, name string) error {
 		return nil
 	}
 	caller, ok := fuse.FromContext(ctx)
-	if !ok {
-		return nil
+	if !ok || caller.Uid == uint32(n.u.euid) && caller.Gid == uint32(n.u.egid) {
+		return nil // created with the caller's owner already
 	}
 	gid := int(caller.Gid)
 	var st unix.Stat_t
