@@ -234,12 +234,24 @@ func (u *Union) upperIno(st *unix.Stat_t) uint64 {
 
 // checkFUSE fails early, with the fix, when the kernel side is missing.
 func checkFUSE() error {
-	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("cannot open /dev/fuse: %w (load the fuse kernel module; in a container, pass --device /dev/fuse)", err)
+	if os.Geteuid() == 0 {
+		fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("cannot open /dev/fuse: %w (load the fuse kernel module; in a container, pass --device /dev/fuse)", err)
+		}
+		unix.Close(fd)
+		return nil
 	}
-	unix.Close(fd)
-	if os.Geteuid() != 0 {
+	// Without root, the setuid fusermount3 opens /dev/fuse.
+	var st unix.Stat_t
+	if err := unix.Stat("/dev/fuse", &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR {
+		return fmt.Errorf("/dev/fuse is missing (load the fuse kernel module; in a container, pass --device /dev/fuse)")
+	}
+	// fusermount3 opens /dev/fuse with the user's own rights.
+	if err := unix.Access("/dev/fuse", unix.R_OK|unix.W_OK); err != nil {
+		return fmt.Errorf("/dev/fuse (mode %04o) is not open to this user: mount as root, or have it made 0666 as Debian's default is", st.Mode&0o7777)
+	}
+	{
 		if _, err := exec.LookPath("fusermount3"); err != nil {
 			if _, err2 := exec.LookPath("fusermount"); err2 != nil {
 				return fmt.Errorf("fusermount3 not found: install the fuse3 package (apt-get install fuse3) to mount without root")
