@@ -188,6 +188,11 @@ func (c *Config) validateVolumes() error {
 		if hasPrefixDir(v.Dest, "/"+StateDir) {
 			return fmt.Errorf("volume destination %s is inside the reserved %s", v.Dest, "/"+StateDir)
 		}
+		for _, l := range append(append([]string(nil), c.Lowers...), c.Upper) {
+			if l != "" && (hasPrefixDir(v.Source, l) || hasPrefixDir(l, v.Source)) {
+				return fmt.Errorf("volume source %s overlaps the layer %s: writes through it would change the layer", v.Source, l)
+			}
+		}
 		if hasPrefixDir(v.Source, c.Mountpoint) || hasPrefixDir(c.Mountpoint, v.Source) {
 			return fmt.Errorf("volume source %s overlaps the mountpoint %s", v.Source, c.Mountpoint)
 		}

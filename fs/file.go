@@ -42,6 +42,12 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		fd, err = openBeneath(dirfd, name, int(flags)&openFlagsMask, 0)
 		return err
 	})
+	if err == nil && w.upper && !n.isOpenedFile(fd) {
+		// The name was renamed over between the kernel's lookup and this
+		// open: what it names now is another file.
+		unix.Close(fd)
+		err = unix.ENOENT
+	}
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
@@ -69,6 +75,13 @@ func (n *node) newHandle(fd int, upper bool) *fileHandle {
 		n.cachedOpens.Add(1)
 	}
 	return h
+}
+
+// isOpenedFile reports whether descriptor fd is the node's own upper file.
+func (n *node) isOpenedFile(fd int) bool {
+	var st unix.Stat_t
+	gen, err := statAt(fd, "", &st)
+	return err == nil && n.sameFile(&st, gen)
 }
 
 // fileHandle is an open file. A handle opened on a lower file before the
@@ -113,7 +126,9 @@ func (h *fileHandle) readFd() (int, syscall.Errno) {
 			return err
 		})
 		if err != nil {
-			return -1, toErrno(err)
+			// The copy is gone again (unlinked): keep serving the
+			// descriptor this handle has, as a local file would.
+			return h.fd, 0
 		}
 		h.stale = append(h.stale, h.fd)
 		h.fd, h.upper = fd, true

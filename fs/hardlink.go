@@ -63,8 +63,8 @@ func (l *layer) walkLinks(dir string, out map[uint64][]string) error {
 }
 
 // linkAliases links the other names of the lower file src, just copied up
-// to union path copied (name in the upper directory dirfd), to the copy.
-func (u *Union) linkAliases(src lowerRef, copied string, dirfd int, name string) error {
+// to union path copied (name in directory node dir), to the copy.
+func (u *Union) linkAliases(src lowerRef, copied string, dir *node, name string) error {
 	var st unix.Stat_t
 	if err := lstatAt(src.layer.fd, src.path, &st); err != nil {
 		return err
@@ -86,15 +86,17 @@ func (u *Union) linkAliases(src lowerRef, copied string, dirfd int, name string)
 		if err != nil || r.inUpper || r.lower.layer != src.layer || r.lower.path != p {
 			continue
 		}
-		dir, base := splitPath(p)
-		if err := u.ensureUpperDir(dir); err != nil {
+		pdir, base := splitPath(p)
+		if err := u.ensureUpperDir(pdir); err != nil {
 			return err
 		}
-		dfd, err := openBeneath(u.upper.fd, dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+		dfd, err := openBeneath(u.upper.fd, pdir, unix.O_PATH|unix.O_DIRECTORY, 0)
 		if err != nil {
 			return err
 		}
-		err = unix.Linkat(dirfd, name, dfd, base, 0)
+		err = dir.childAt(name, func(sfd int, sname string) error {
+			return unix.Linkat(sfd, sname, dfd, base, 0)
+		})
 		unix.Close(dfd)
 		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return err

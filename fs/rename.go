@@ -126,16 +126,32 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			e.putRec(oldP, layerdb.Record{Opaque: true})
 		}
 	}
-	// The upper changes first: if the server dies before the records are
-	// written, the lower half of a moved directory shows at its old place
-	// again, and nothing is hidden that should not be.
 	renameUpper := func(flags uint) error {
-		return n.childAt(name, func(ofd int, oname string) error {
-			return np.childAt(newName, func(nfd int, nname string) error {
-				return unix.Renameat2(ofd, oname, nfd, nname, flags)
-			})
+		return bothAt(n, np, func(ofd, nfd int) error {
+			return unix.Renameat2(ofd, name, nfd, newName, flags)
 		})
 	}
+	if !srcDir && !exchange {
+		// A file: its records go to disk first. A crash before the rename
+		// then leaves the upper file at its old name, which wins over the
+		// whiteout there; the other order could show the lower original
+		// and the moved copy, one inode under two names.
+		undo := n.u.recordsUndo(oldP, newP)
+		if errno := n.u.commit(e, true); errno != 0 {
+			return errno
+		}
+		if err := renameUpper(uint(flags)); err != nil {
+			n.u.commit(undo, true)
+			return toErrno(err)
+		}
+		if dstNode != nil && !dst.inUpper {
+			dstNode.markRemoved()
+		}
+		return 0
+	}
+	// A directory: the upper changes first. If the server dies before the
+	// records are written, the lower half of the moved directory shows at
+	// its old place again, and nothing is hidden that should not be.
 	if err := renameUpper(uint(flags)); err != nil {
 		return toErrno(err)
 	}
@@ -145,10 +161,8 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		if exchange {
 			back = unix.RENAME_EXCHANGE
 		}
-		np.childAt(newName, func(nfd int, nname string) error {
-			return n.childAt(name, func(ofd int, oname string) error {
-				return unix.Renameat2(nfd, nname, ofd, oname, back)
-			})
+		bothAt(np, n, func(nfd, ofd int) error {
+			return unix.Renameat2(nfd, newName, ofd, name, back)
 		})
 		return errno
 	}
@@ -177,6 +191,20 @@ func (u *Union) recordFor(c *node, p string, lowerAtP bool) layerdb.Record {
 		return layerdb.Record{}
 	}
 	return layerdb.Record{Redirect: target}
+}
+
+// recordsUndo returns the edit that puts back the records at paths ps as
+// they are now.
+func (u *Union) recordsUndo(ps ...string) *recordEdit {
+	e := &recordEdit{}
+	for _, p := range ps {
+		if r, ok := u.upperRecord(p); ok {
+			e.putRec(p, r)
+		} else {
+			e.del = append(e.del, p)
+		}
+	}
+	return e
 }
 
 func (e *recordEdit) setOrDelete(p string, r layerdb.Record) {

@@ -63,6 +63,9 @@ func Mount(cfg Config) (*Server, error) {
 	if err := checkFUSE(); err != nil {
 		return nil, err
 	}
+	// The kernel has applied the caller's umask to every mode it sends;
+	// the server's own must not be applied again.
+	syscall.Umask(0)
 	u, err := newUnion(cfg)
 	if err != nil {
 		return nil, err

@@ -92,6 +92,18 @@ func (n *node) statOwnDir(st *unix.Stat_t) bool {
 	return err == nil
 }
 
+// bothAt calls fn with the upper descriptors of directories a and b, taking
+// one descriptor once when they are the same directory (a read lock must
+// not be taken twice: a waiting writer would deadlock it).
+func bothAt(a, b *node, fn func(afd, bfd int) error) error {
+	if a == b {
+		return a.withUpperDir(func(fd int) error { return fn(fd, fd) })
+	}
+	return a.withUpperDir(func(afd int) error {
+		return b.withUpperDir(func(bfd int) error { return fn(afd, bfd) })
+	})
+}
+
 // childAt calls fn with this directory's upper descriptor and name.
 func (n *node) childAt(name string, fn func(dirfd int, name string) error) error {
 	return n.withUpperDir(func(fd int) error { return fn(fd, name) })

@@ -45,11 +45,13 @@ func (n *node) copyUp(ctx context.Context) syscall.Errno {
 }
 
 func (n *node) copyUpOpt(noData bool) syscall.Errno {
-	if n.where().upper {
-		return 0
-	}
+	// Every change starts here or in prepareDir: refuse them all on a
+	// read-only mount, an entry already in the upper included.
 	if errno := n.u.writable(); errno != 0 {
 		return errno
+	}
+	if n.where().upper {
+		return 0
 	}
 	name, parent := n.Parent()
 	if parent == nil {
@@ -90,13 +92,15 @@ func (n *node) copyUpOpt(noData bool) syscall.Errno {
 		n.mu.Lock()
 		n.inUpper = true
 		n.mu.Unlock()
-		if st.Mode&unix.S_IFMT == unix.S_IFREG {
-			if err := n.u.linkAliases(w.lower, joinPath(pn.relPath(), name), dirfd, name); err != nil {
-				return fmt.Errorf("copy up %s: link other names: %w", w.lower.path, err)
-			}
-		}
 		return nil
 	})
+	// The other names of a hard-linked file are linked outside the parent's
+	// descriptor lock: finding them may look through this directory too.
+	if err == nil && copied && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		if lerr := n.u.linkAliases(w.lower, joinPath(pn.relPath(), name), pn, name); lerr != nil {
+			err = fmt.Errorf("copy up %s: link other names: %w", w.lower.path, lerr)
+		}
+	}
 	if err != nil {
 		n.u.log.Printf("%v", err)
 		return toErrno(err)
@@ -134,6 +138,27 @@ type recordEdit struct {
 	dropIno []uint64 // origins of upper inodes that are gone
 }
 
+// maxRecordPath is the longest path a record may have: bbolt keys are at
+// most 32 KiB, and one refused key would fail a whole batch of others.
+const maxRecordPath = 30 << 10
+
+// keysFit reports whether every path of the edit can be a database key.
+func (e *recordEdit) keysFit() bool {
+	paths := append(append([]string(nil), e.del...), e.delTree...)
+	for _, m := range e.move {
+		paths = append(paths, m[0], m[1])
+	}
+	for p, r := range e.put {
+		paths = append(paths, p, r.Redirect)
+	}
+	for _, p := range paths {
+		if len(p) > maxRecordPath {
+			return false
+		}
+	}
+	return true
+}
+
 func (e *recordEdit) putRec(p string, r layerdb.Record) {
 	if e.put == nil {
 		e.put = make(map[string]layerdb.Record)
@@ -145,6 +170,9 @@ func (e *recordEdit) putRec(p string, r layerdb.Record) {
 // state database. With durable set it returns only once the edit is on
 // disk: the caller is about to change the upper in a way that relies on it.
 func (u *Union) commit(e *recordEdit, durable bool) syscall.Errno {
+	if !e.keysFit() {
+		return syscall.ENAMETOOLONG
+	}
 	var ch []layerdb.Change
 	for _, p := range e.delTree {
 		ch = append(ch, layerdb.DeleteTreeChange(p))
@@ -352,21 +380,28 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return nil, errno
 	}
 	var st unix.Stat_t
-	err := t.selfAt(func(ofd int, oname string) error {
-		return n.childAt(name, func(nfd int, nname string) error {
-			var err error
-			if oname == "" {
-				// An O_TMPFILE file gets its first name.
-				err = unix.Linkat(unix.AT_FDCWD, procPath(ofd, ""), nfd, nname, unix.AT_SYMLINK_FOLLOW)
-			} else {
-				err = unix.Linkat(ofd, oname, nfd, nname, 0)
-			}
-			if err != nil {
-				return err
-			}
-			return lstatAt(nfd, nname, &st)
+	link := func(ofd int, oname string, nfd int) error {
+		var err error
+		if oname == "" {
+			// An O_TMPFILE file gets its first name.
+			err = unix.Linkat(unix.AT_FDCWD, procPath(ofd, ""), nfd, name, unix.AT_SYMLINK_FOLLOW)
+		} else {
+			err = unix.Linkat(ofd, oname, nfd, name, 0)
+		}
+		if err != nil {
+			return err
+		}
+		return lstatAt(nfd, name, &st)
+	}
+	var err error
+	if oname, parent := t.Parent(); parent != nil && parent.Operations() == gofs.InodeEmbedder(n) {
+		// Another name in the same directory.
+		err = n.withUpperDir(func(fd int) error { return link(fd, oname, fd) })
+	} else {
+		err = t.selfAt(func(ofd int, oname string) error {
+			return n.withUpperDir(func(nfd int) error { return link(ofd, oname, nfd) })
 		})
-	})
+	}
 	if err != nil {
 		return nil, toErrno(err)
 	}
@@ -387,6 +422,15 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errno {
 	if errno := n.prepareDir(); errno != 0 {
 		return errno
+	}
+	// A copy-up of the entry running meanwhile would put its copy in place
+	// after the whiteout, and an upper entry wins over a whiteout: wait for
+	// it, and keep new ones out until the entry is gone.
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok {
+			cn.cu.Lock()
+			defer cn.cu.Unlock()
+		}
 	}
 	r, err := n.resolve(name)
 	if err != nil {
