@@ -188,6 +188,13 @@ func (u *Union) ident(r *resolved) (ino, gen uint64) {
 }
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	n.u.nsMu.RLock()
+	defer n.u.nsMu.RUnlock()
+	return n.lookup(ctx, name, out)
+}
+
+// lookup is Lookup for callers that hold nsMu already.
+func (n *node) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	r, err := n.resolve(name)
 	if err != nil {
 		if n.u.volume && err == unix.ENOENT {
@@ -249,6 +256,8 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 // listing returns the merged directory listing: the upper's entries, then
 // the lower ones that the upper neither replaces nor hides.
 func (n *node) listing() ([]fuse.DirEntry, error) {
+	n.u.nsMu.RLock()
+	defer n.u.nsMu.RUnlock()
 	return n.listingAt(n.relPath())
 }
 

@@ -28,6 +28,16 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if errno := crossesVolume(n, np); errno != 0 {
 		return errno
 	}
+	// Records are keyed by path: a directory rename changes paths beneath
+	// it and so excludes every other user of paths; other renames only
+	// exclude directory renames.
+	if ch := n.GetChild(name); ch == nil || ch.IsDir() {
+		n.u.nsMu.Lock()
+		defer n.u.nsMu.Unlock()
+	} else {
+		n.u.nsMu.RLock()
+		defer n.u.nsMu.RUnlock()
+	}
 	if n.u.holdsVolume(joinPath(n.relPath(), name)) || n.u.holdsVolume(joinPath(np.relPath(), newName)) {
 		return syscall.EBUSY
 	}
@@ -224,7 +234,7 @@ func (n *node) childNode(ctx context.Context, name string) (*node, syscall.Errno
 		}
 	}
 	var out fuse.EntryOut
-	ch, errno := n.Lookup(ctx, name, &out)
+	ch, errno := n.lookup(ctx, name, &out)
 	if errno != 0 {
 		return nil, errno
 	}

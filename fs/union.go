@@ -42,6 +42,12 @@ type Union struct {
 	workFd  int           // O_PATH descriptor of the copy-up work dir
 	workDir string        // its path
 
+	// nsMu orders the operations that use union paths as record keys
+	// (lookup, listing, remove, rename: shared) against directory renames,
+	// which change the paths beneath them (exclusive). Taken only at the
+	// entry points, never while another of these locks is held.
+	nsMu sync.RWMutex
+
 	mu      sync.RWMutex
 	records recordTree        // the upper's records
 	journal *journal          // writes record changes to db

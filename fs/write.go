@@ -116,7 +116,9 @@ func (n *node) copyUpOpt(noData bool) syscall.Errno {
 // setOrigin records that upper inode upperIno is a copy of the union inode
 // ino, so that it keeps that number across remounts.
 func (u *Union) setOrigin(upperIno, ino uint64) syscall.Errno {
-	if u.inos.ino(u.upper.dev, upperIno) == ino {
+	// Nothing to keep if the numbers agree; and a number from the private
+	// range is the mount's own, handed out anew at the next mount.
+	if u.inos.ino(u.upper.dev, upperIno) == ino || ino>>63 != 0 {
 		return 0
 	}
 	u.mu.Lock()
@@ -423,6 +425,8 @@ func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 	if errno := n.prepareDir(); errno != 0 {
 		return errno
 	}
+	n.u.nsMu.RLock()
+	defer n.u.nsMu.RUnlock()
 	// A copy-up of the entry running meanwhile would put its copy in place
 	// after the whiteout, and an upper entry wins over a whiteout: wait for
 	// it, and keep new ones out until the entry is gone.
