@@ -52,6 +52,13 @@ func runMain(m *testing.M) int {
 // toolchain that builds the tests. A bare "unionfs" from PATH would be
 // Debian's unrelated unionfs-fuse.
 func buildUnionfs(out string) ([]byte, error) {
-	cmd := exec.Command("go", "build", "-o", out, "../cmd/unionfs")
+	args := []string{"build", "-o", out}
+	// UNIONFS_RACE=1 builds the server with the race detector; set
+	// GORACE=log_path=... to collect its reports (the server's stderr is
+	// /dev/null when it runs in the background).
+	if os.Getenv("UNIONFS_RACE") != "" {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "../cmd/unionfs")...)
 	return cmd.CombinedOutput()
 }
