@@ -53,60 +53,63 @@ type Options struct {
 	NoSync   bool          // skip fsync on commit; for tests and benchmarks only
 }
 
-// DB is an open layer state database.
-type DB struct {
+// dbFile is an open database file: a layer's state or the image store.
+type dbFile struct {
 	bdb  *bolt.DB
 	path string
-}
-
-// Open opens or (unless opts.ReadOnly) creates the database at path; see the
-// package doc for what is created and what is rejected.
-func Open(path string, opts Options) (*DB, error) {
-	if !opts.ReadOnly {
-		if err := ensureExists(path); err != nil {
-			return nil, fmt.Errorf("create state database %s: %w", path, err)
-		}
-	}
-	bdb, err := openExisting(path, opts)
-	if err != nil {
-		return nil, fmt.Errorf("open state database %s: %w", path, err)
-	}
-	return &DB{bdb: bdb, path: path}, nil
+	kind string // "state" or "store", for messages
 }
 
 // Close closes the database, releasing its file lock.
-func (db *DB) Close() error {
-	if err := db.bdb.Close(); err != nil {
-		return fmt.Errorf("close state database %s: %w", db.path, err)
+func (f *dbFile) Close() error {
+	if err := f.bdb.Close(); err != nil {
+		return fmt.Errorf("close %s database %s: %w", f.kind, f.path, err)
 	}
 	return nil
 }
 
 // Path returns the path the database was opened with.
-func (db *DB) Path() string { return db.path }
+func (f *dbFile) Path() string { return f.path }
 
-// openExisting opens and validates an existing database file.
-func openExisting(path string, opts Options) (*bolt.DB, error) {
+// openFile opens (creating it with create, unless opts.ReadOnly) and
+// validates with check a database file of the given kind.
+func openFile(path, kind string, opts Options, create func(string) error, check func(*bolt.Tx, int64) error) (dbFile, error) {
 	if !opts.ReadOnly {
-		// A writable bbolt.Open reads the freelist page before we can check that
-		// the file is not truncated (and faults if it is). A read-only open does
-		// not, so validate that way first, for a clear error and no fault.
+		if err := create(path); err != nil {
+			return dbFile{}, fmt.Errorf("create %s database %s: %w", kind, path, err)
+		}
+		// A writable bbolt.Open reads the freelist page before we can check
+		// that the file is not truncated (and faults if it is). A read-only
+		// open does not, so validate that way first, for a clear error and
+		// no fault.
 		ro := opts
 		ro.ReadOnly = true
-		bdb, err := openBolt(path, ro)
-		if err != nil {
-			return nil, err
+		bdb, err := openBoltFile(path, ro, check)
+		if err == nil {
+			err = bdb.Close()
 		}
-		if err := bdb.Close(); err != nil {
-			return nil, err
+		if err != nil {
+			return dbFile{}, fmt.Errorf("open %s database %s: %w", kind, path, err)
 		}
 	}
-	return openBolt(path, opts)
+	bdb, err := openBoltFile(path, opts, check)
+	if err != nil {
+		return dbFile{}, fmt.Errorf("open %s database %s: %w", kind, path, err)
+	}
+	return dbFile{bdb: bdb, path: path, kind: kind}, nil
 }
 
-// openBolt opens and validates a state database with bbolt.
-func openBolt(path string, opts Options) (*bolt.DB, error) {
-	return openBoltFile(path, opts, validate)
+// DB is an open layer state database.
+type DB struct{ dbFile }
+
+// Open opens or (unless opts.ReadOnly) creates the database at path; see the
+// package doc for what is created and what is rejected.
+func Open(path string, opts Options) (*DB, error) {
+	f, err := openFile(path, "state", opts, ensureExists, validate)
+	if err != nil {
+		return nil, err
+	}
+	return &DB{f}, nil
 }
 
 // openBoltFile opens path with bbolt and checks it with check. It never
@@ -234,7 +237,7 @@ func validate(tx *bolt.Tx, fileSize int64) error {
 // that the path never holds a half-initialised database (see package doc).
 func ensureExists(path string) error {
 	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
-		return err // nil if it exists: openExisting validates it
+		return err // nil if it exists: openFile validates it
 	}
 	dir := filepath.Dir(path)
 	_, err := os.Stat(dir)

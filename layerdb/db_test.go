@@ -368,7 +368,7 @@ func TestPanicInBoltOpenReleasesLock(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	writeBytes(big[:3*4096])(t, path)
 	for range 2 {
-		_, err := openBolt(path, Options{Timeout: 100 * time.Millisecond})
+		_, err := openBoltFile(path, Options{Timeout: 100 * time.Millisecond}, validate)
 		if !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("got %v, want ErrCorrupt", err)
 		}

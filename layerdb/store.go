@@ -117,53 +117,15 @@ type Lease struct {
 }
 
 // StoreDB is an open image store database.
-type StoreDB struct {
-	bdb  *bolt.DB
-	path string
-}
+type StoreDB struct{ dbFile }
 
 // OpenStore opens or (unless opts.ReadOnly) creates the store database at path.
 func OpenStore(path string, opts Options) (*StoreDB, error) {
-	if !opts.ReadOnly {
-		if err := ensureStoreExists(path); err != nil {
-			return nil, fmt.Errorf("create store database %s: %w", path, err)
-		}
-	}
-	bdb, err := openStoreBolt(path, opts)
+	f, err := openFile(path, "store", opts, ensureStoreExists, validateStore)
 	if err != nil {
-		return nil, fmt.Errorf("open store database %s: %w", path, err)
-	}
-	return &StoreDB{bdb: bdb, path: path}, nil
-}
-
-// Close closes the database, releasing its file lock.
-func (s *StoreDB) Close() error {
-	if err := s.bdb.Close(); err != nil {
-		return fmt.Errorf("close store database %s: %w", s.path, err)
-	}
-	return nil
-}
-
-// Path returns the path the database was opened with.
-func (s *StoreDB) Path() string { return s.path }
-
-// openStoreBolt opens and validates an existing store file, read-only first
-// for the same reason as openExisting.
-func openStoreBolt(path string, opts Options) (*bolt.DB, error) {
-	ro := opts
-	ro.ReadOnly = true
-	bdb, err := openStoreFile(path, ro)
-	if err != nil || opts.ReadOnly {
-		return bdb, err
-	}
-	if err := bdb.Close(); err != nil {
 		return nil, err
 	}
-	return openStoreFile(path, opts)
-}
-
-func openStoreFile(path string, opts Options) (*bolt.DB, error) {
-	return openBoltFile(path, opts, validateStore)
+	return &StoreDB{f}, nil
 }
 
 func validateStore(tx *bolt.Tx, fileSize int64) error {
