@@ -641,3 +641,42 @@ func TestImageDiffLiveMountpoint(t *testing.T) {
 		t.Errorf("diff of the mount lists %q, want %q", names, want)
 	}
 }
+
+// TestImageMountWithLowerAndUpper stacks explicit --lower directories on
+// top of an image's layers under a writable upper: the explicit ones win,
+// the image's layers stay untouched, and inspect shows the image.
+func TestImageMountWithLowerAndUpper(t *testing.T) {
+	requireFUSE(t)
+	reg := startRegistry(t, false)
+	root := t.TempDir()
+	ref := reg.ref("app:2.0")
+	reg.push(t, ref, appImage())
+	imgRun(t, root, 0, "pull", ref)
+	before := checksumTree(t, filepath.Join(root, "layers"))
+
+	extra, upper := t.TempDir(), t.TempDir()
+	writeTree(t, extra, tree{"etc/motd": file("extra motd\n"), "extra-only": file("x")})
+	mnt := mountUnion(t, "--image", ref, "--root", root, "-l", extra, "-u", upper)
+	if got := imgReadFile(t, filepath.Join(mnt, "etc/motd")); got != "extra motd\n" {
+		t.Errorf("etc/motd = %q, want the explicit lower's (it is above the image)", got)
+	}
+	if got := imgReadFile(t, filepath.Join(mnt, "etc/os-release")); got != "ID=test\n" {
+		t.Errorf("etc/os-release = %q, want the image's", got)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "etc/os-release"), []byte("ID=changed\n"), 0o644); err != nil {
+		t.Fatalf("write an image file through the mount: %v", err)
+	}
+	if got := imgReadFile(t, filepath.Join(upper, "etc/os-release")); got != "ID=changed\n" {
+		t.Errorf("upper etc/os-release = %q, want the copy-up", got)
+	}
+	out, _, exit := runUnionfs(t, "inspect", mnt)
+	var rec struct {
+		Image  string
+		Lowers []string
+	}
+	if exit != 0 || json.Unmarshal([]byte(out), &rec) != nil || rec.Image != ref || len(rec.Lowers) != 3 {
+		t.Errorf("inspect: exit %d, image %q, %d lowers; want %q and 3 (one explicit, two image layers)\n%s", exit, rec.Image, len(rec.Lowers), ref, out)
+	}
+	umountUnion(t, mnt)
+	assertUnchanged(t, before, filepath.Join(root, "layers"))
+}
