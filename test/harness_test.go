@@ -44,6 +44,9 @@ func skipOrFail(t testing.TB, format string, args ...any) {
 // setuid fusermount3 helper.
 func requireFUSE(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: no mounts (make test-short)")
+	}
 	if reason := fuseProblem(); reason != "" {
 		skipOrFail(t, "FUSE unavailable: %s", reason)
 	}
@@ -67,6 +70,9 @@ func fuseProblem() string {
 // requireRoot stops the test unless it runs as root.
 func requireRoot(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: no mounts or root-only tests (make test-short)")
+	}
 	if os.Geteuid() != 0 {
 		skipOrFail(t, "needs root (euid is %d)", os.Geteuid())
 	}
@@ -76,6 +82,9 @@ func requireRoot(t testing.TB) {
 // root, and "overlay" in /proc/filesystems after one modprobe attempt.
 func requireKernelOverlay(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: no mounts or root-only tests (make test-short)")
+	}
 	requireRoot(t)
 	if reason := overlayProblem(); reason != "" {
 		skipOrFail(t, "kernel overlayfs unavailable: %s", reason)
