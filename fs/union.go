@@ -107,8 +107,9 @@ func Mount(cfg Config) (*Server, error) {
 			DirectMount: os.Geteuid() == 0,
 			// The kernel checks permissions against the modes we report,
 			// as on a local filesystem; the server itself may be root.
-			Options:  []string{"default_permissions"},
-			MaxWrite: 1 << 20,
+			Options:           []string{"default_permissions"},
+			MaxWrite:          1 << 20,
+			ExtraCapabilities: fuse.CAP_READDIRPLUS_AUTO,
 		},
 	}
 	opts.MountOptions.Options = append(opts.MountOptions.Options, cfg.KernelFlags...)
