@@ -71,11 +71,12 @@ func (f *dbFile) Close() error {
 // Path returns the path the database was opened with.
 func (f *dbFile) Path() string { return f.path }
 
-// openFile opens (creating it with create, unless opts.ReadOnly) and
-// validates with check a database file of the given kind.
-func openFile(path, kind string, opts Options, create func(string) error, check func(*bolt.Tx, int64) error) (dbFile, error) {
+// openFile opens (creating it, unless opts.ReadOnly) and validates a
+// database file of the given kind and format.
+func openFile(path, kind string, opts Options, f *format) (dbFile, error) {
+	check := f.validate
 	if !opts.ReadOnly {
-		if err := create(path); err != nil {
+		if err := f.ensure(path); err != nil {
 			return dbFile{}, fmt.Errorf("create %s database %s: %w", kind, path, err)
 		}
 		// A writable bbolt.Open reads the freelist page before we can check
@@ -105,7 +106,7 @@ type DB struct{ dbFile }
 // Open opens or (unless opts.ReadOnly) creates the database at path; see the
 // package doc for what is created and what is rejected.
 func Open(path string, opts Options) (*DB, error) {
-	f, err := openFile(path, "state", opts, ensureExists, validate)
+	f, err := openFile(path, "state", opts, stateFormat)
 	if err != nil {
 		return nil, err
 	}
@@ -197,34 +198,49 @@ func classifyOpenError(path string, err error) error {
 	}
 }
 
-// validate checks that tx sees a complete version-1 database in a file of fileSize bytes.
-func validate(tx *bolt.Tx, fileSize int64) error {
+// format describes one kind of database: its versioned root bucket, the
+// sub-buckets a valid file has, and how its directory is made.
+type format struct {
+	root, prefix []byte // root bucket; any other prefix+N is another version
+	version      uint32
+	subs         [][]byte
+	dirMode      os.FileMode
+}
+
+var stateFormat = &format{
+	root: rootBucket, prefix: rootPrefix, version: formatVersion,
+	subs:    [][]byte{pathsBucket, originsBucket, indexBucket},
+	dirMode: 0o700,
+}
+
+// validate checks that tx sees a complete database of this format in a file
+// of fileSize bytes.
+func (f *format) validate(tx *bolt.Tx, fileSize int64) error {
 	// bbolt does not check this itself and would fault reading past the end of the map.
 	if hw := tx.Size(); fileSize < hw {
 		return fmt.Errorf("%w: file has %d bytes but its pages extend to %d (truncated)", ErrCorrupt, fileSize, hw)
 	}
-	root := tx.Bucket(rootBucket)
+	root := tx.Bucket(f.root)
 	if root == nil {
-		err := fmt.Errorf("%w: no %s bucket", ErrCorrupt, rootBucket)
+		err := fmt.Errorf("%w: no %s bucket", ErrCorrupt, f.root)
 		tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
-			if bytes.HasPrefix(name, rootPrefix) {
-				err = fmt.Errorf("%w: found bucket %q, this build reads %s", ErrVersion, name, rootBucket)
+			if bytes.HasPrefix(name, f.prefix) {
+				err = fmt.Errorf("%w: found bucket %q, this build reads %s", ErrVersion, name, f.root)
 			}
 			return nil
 		})
 		return err
 	}
 	v := root.Get(versionKey)
-	if v == nil {
+	switch {
+	case v == nil:
 		return fmt.Errorf("%w: no version key", ErrCorrupt)
-	}
-	if len(v) != 4 || binary.BigEndian.Uint32(v) == 0 {
+	case len(v) != 4 || binary.BigEndian.Uint32(v) == 0:
 		return fmt.Errorf("%w: bad version key %x", ErrCorrupt, v)
+	case binary.BigEndian.Uint32(v) != f.version:
+		return fmt.Errorf("%w: version %d, this build reads %d", ErrVersion, binary.BigEndian.Uint32(v), f.version)
 	}
-	if n := binary.BigEndian.Uint32(v); n != formatVersion {
-		return fmt.Errorf("%w: version %d, this build reads %d", ErrVersion, n, formatVersion)
-	}
-	for _, name := range [][]byte{pathsBucket, originsBucket, indexBucket} {
+	for _, name := range f.subs {
 		if root.Bucket(name) == nil {
 			return fmt.Errorf("%w: no %s bucket", ErrCorrupt, name)
 		}
@@ -232,17 +248,17 @@ func validate(tx *bolt.Tx, fileSize int64) error {
 	return nil
 }
 
-// ensureExists creates the database at path if there is no file there yet.
-// It builds the database under a temporary name and links it into place, so
+// ensure creates the database at path if there is no file there yet. It
+// builds the database under a temporary name and links it into place, so
 // that the path never holds a half-initialised database (see package doc).
-func ensureExists(path string) error {
+func (f *format) ensure(path string) error {
 	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
 		return err // nil if it exists: openFile validates it
 	}
 	dir := filepath.Dir(path)
 	_, err := os.Stat(dir)
 	newDir := errors.Is(err, fs.ErrNotExist)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, f.dirMode); err != nil {
 		return err
 	}
 	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
@@ -254,7 +270,7 @@ func ensureExists(path string) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := initDB(tmpName); err != nil {
+	if err := f.init(tmpName); err != nil {
 		return err
 	}
 	// Link, unlike rename, fails if another process created the database meanwhile;
@@ -271,23 +287,23 @@ func ensureExists(path string) error {
 	return nil
 }
 
-// initDB turns the empty file at name into a version-1 database, durably.
-func initDB(name string) error {
+// init turns the empty file at name into a database of this format, durably.
+func (f *format) init(name string) error {
 	bdb, err := bolt.Open(name, fileMode, &bolt.Options{Timeout: defaultTimeout})
 	if err != nil {
 		return err
 	}
 	err = bdb.Update(func(tx *bolt.Tx) error {
-		root, err := tx.CreateBucket(rootBucket)
+		root, err := tx.CreateBucket(f.root)
 		if err != nil {
 			return err
 		}
-		for _, name := range [][]byte{pathsBucket, originsBucket, indexBucket} {
+		for _, name := range f.subs {
 			if _, err := root.CreateBucket(name); err != nil {
 				return err
 			}
 		}
-		return root.Put(versionKey, binary.BigEndian.AppendUint32(nil, formatVersion))
+		return root.Put(versionKey, binary.BigEndian.AppendUint32(nil, f.version))
 	})
 	if cerr := bdb.Close(); err == nil {
 		err = cerr

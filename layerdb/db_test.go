@@ -368,7 +368,7 @@ func TestPanicInBoltOpenReleasesLock(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	writeBytes(big[:3*4096])(t, path)
 	for range 2 {
-		_, err := openBoltFile(path, Options{Timeout: 100 * time.Millisecond}, validate)
+		_, err := openBoltFile(path, Options{Timeout: 100 * time.Millisecond}, stateFormat.validate)
 		if !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("got %v, want ErrCorrupt", err)
 		}

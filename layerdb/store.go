@@ -33,14 +33,9 @@ package layerdb
 //     linked into place, and every open has a lock timeout (ErrLocked).
 
 import (
-	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -121,90 +116,16 @@ type StoreDB struct{ dbFile }
 
 // OpenStore opens or (unless opts.ReadOnly) creates the store database at path.
 func OpenStore(path string, opts Options) (*StoreDB, error) {
-	f, err := openFile(path, "store", opts, ensureStoreExists, validateStore)
+	f, err := openFile(path, "store", opts, storeFormat)
 	if err != nil {
 		return nil, err
 	}
 	return &StoreDB{f}, nil
 }
 
-func validateStore(tx *bolt.Tx, fileSize int64) error {
-	if hw := tx.Size(); fileSize < hw {
-		return fmt.Errorf("%w: file has %d bytes but its pages extend to %d (truncated)", ErrCorrupt, fileSize, hw)
-	}
-	root := tx.Bucket(storeBucket)
-	if root == nil {
-		err := fmt.Errorf("%w: no %s bucket", ErrCorrupt, storeBucket)
-		tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
-			if bytes.HasPrefix(name, storePrefix) {
-				err = fmt.Errorf("%w: found bucket %q, this build reads %s", ErrVersion, name, storeBucket)
-			}
-			return nil
-		})
-		return err
-	}
-	v := root.Get(versionKey)
-	switch {
-	case v == nil:
-		return fmt.Errorf("%w: no version key", ErrCorrupt)
-	case len(v) != 4 || binary.BigEndian.Uint32(v) == 0:
-		return fmt.Errorf("%w: bad version key %x", ErrCorrupt, v)
-	case binary.BigEndian.Uint32(v) != storeFormatVersion:
-		return fmt.Errorf("%w: version %d, this build reads %d", ErrVersion, binary.BigEndian.Uint32(v), storeFormatVersion)
-	}
-	for _, name := range storeSubBuckets {
-		if root.Bucket(name) == nil {
-			return fmt.Errorf("%w: no %s bucket", ErrCorrupt, name)
-		}
-	}
-	return nil
-}
-
-// ensureStoreExists creates the store at path, unless a file is there: built
-// under a temporary name, then linked into place (see ensureExists).
-func ensureStoreExists(path string) error {
-	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmpName := tmp.Name()
-	defer os.Remove(tmpName)
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	bdb, err := bolt.Open(tmpName, fileMode, &bolt.Options{Timeout: defaultTimeout})
-	if err != nil {
-		return err
-	}
-	err = bdb.Update(func(tx *bolt.Tx) error {
-		root, err := tx.CreateBucket(storeBucket)
-		if err != nil {
-			return err
-		}
-		for _, name := range storeSubBuckets {
-			if _, err := root.CreateBucket(name); err != nil {
-				return err
-			}
-		}
-		return root.Put(versionKey, binary.BigEndian.AppendUint32(nil, storeFormatVersion))
-	})
-	if cerr := bdb.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Link(tmpName, path); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	return syncDir(dir)
+var storeFormat = &format{
+	root: storeBucket, prefix: storePrefix, version: storeFormatVersion,
+	subs: storeSubBuckets, dirMode: 0o755,
 }
 
 // storeTx is the store's buckets inside one transaction.
