@@ -78,16 +78,35 @@ type resolved struct {
 // resolve finds name in the directory: the upper first, then the merged
 // lower listing, unless a whiteout or an opaque directory hides it.
 func (n *node) resolve(name string) (*resolved, error) {
-	return n.resolveAt(n.relPath(), name)
+	return n.resolveAt(n.pathIfUsed(), name)
+}
+
+// pathIfUsed is the node's union path where the union needs it (records,
+// volumes), and "" otherwise: walking the parents on every lookup of a
+// mount that keeps no records is work for nothing.
+func (n *node) pathIfUsed() string {
+	if !n.u.usesPaths() {
+		return ""
+	}
+	return n.relPath()
+}
+
+// usesPaths reports whether union paths mean anything to this union: it
+// keeps records by path, or has volumes attached at paths.
+func (u *Union) usesPaths() bool {
+	return u.journal != nil || len(u.volumes) > 0
 }
 
 // resolveAt resolves name in the directory n, whose union path is dirPath.
 // n need not be in the kernel's tree (see Union.resolvePath).
 func (n *node) resolveAt(dirPath, name string) (*resolved, error) {
-	if dirPath == "" && name == StateDir && !n.u.volume {
+	if n == n.u.root && name == StateDir && !n.u.volume {
 		return nil, unix.ENOENT
 	}
-	childPath := joinPath(dirPath, name)
+	childPath := ""
+	if n.u.usesPaths() || n.detached {
+		childPath = joinPath(dirPath, name)
+	}
 	if v := n.u.volumeAt(childPath); v != nil {
 		r := &resolved{volume: v, inUpper: true}
 		if err := lstatAt(v.upper.fd, "", &r.st); err != nil {
@@ -258,7 +277,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 func (n *node) listing() ([]fuse.DirEntry, error) {
 	n.u.nsMu.RLock()
 	defer n.u.nsMu.RUnlock()
-	return n.listingAt(n.relPath())
+	return n.listingAt(n.pathIfUsed())
 }
 
 // listingAt lists the directory whose union path is dirPath.
@@ -284,7 +303,7 @@ func (n *node) listingAt(dirPath string) ([]fuse.DirEntry, error) {
 		}
 		inUpper = make(map[string]bool, len(raw))
 		for _, e := range raw {
-			if dirPath == "" && e.name == StateDir && !n.u.volume {
+			if n == n.u.root && e.name == StateDir && !n.u.volume {
 				continue
 			}
 			inUpper[e.name] = true
@@ -296,15 +315,18 @@ func (n *node) listingAt(dirPath string) ([]fuse.DirEntry, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The upper's records of this directory, looked up once: they are
+	// grouped by directory.
+	n.u.mu.RLock()
+	defer n.u.mu.RUnlock()
+	recs := n.u.records[dirPath]
 	for i := range x.entries {
 		le := &x.entries[i]
 		if inUpper[le.name] {
 			continue
 		}
-		if n.u.upper != nil {
-			if rec, ok := n.u.upperRecord(joinPath(dirPath, le.name)); ok && rec.Opaque {
-				continue
-			}
+		if rec, ok := recs[le.name]; ok && rec.Opaque {
+			continue
 		}
 		ents = append(ents, fuse.DirEntry{Name: le.name, Mode: le.mode, Ino: n.u.inos.ino(x.dirs[le.top].layer.dev, le.ino)})
 	}
