@@ -18,8 +18,8 @@ import (
 // for; the rest may be lost in a crash, which then reads as if the
 // operation had not happened.
 type journal struct {
-	db  *layerdb.DB
-	log *log.Logger
+	apply func(...layerdb.Change) error // writes one batch in one transaction
+	log   *log.Logger
 
 	mu      sync.Mutex
 	cond    sync.Cond
@@ -34,7 +34,7 @@ type journal struct {
 }
 
 func newJournal(db *layerdb.DB, logger *log.Logger) *journal {
-	j := &journal{db: db, log: logger, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	j := &journal{apply: db.Apply, log: logger, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	j.cond.L = &j.mu
 	go j.run()
 	return j
@@ -87,7 +87,7 @@ func (j *journal) run() {
 		// After a failed commit nothing more is written: what was queued
 		// behind it may depend on it.
 		if len(batch) > 0 && !failed {
-			err = j.db.Apply(batch...)
+			err = j.apply(batch...)
 			if err != nil {
 				j.log.Printf("state database: %v; refusing further changes", err)
 			}

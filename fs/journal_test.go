@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -298,50 +299,50 @@ func TestJournalStickyFailure(t *testing.T) {
 // record moves without the whiteouts that came before it). Regression:
 // the writer applied batches queued behind a failed one (fixed in fb6f370).
 func TestJournalNothingAfterFailure(t *testing.T) {
+	j, db, path, _ := newTestJournal(t, layerdb.Options{NoSync: true})
+	// The first batch fails, but only once a second change has been queued
+	// behind it: the writer must not write that one.
+	realApply := j.apply
+	queued, calls := make(chan struct{}), 0
+	j.apply = func(ch ...layerdb.Change) error {
+		calls++
+		if calls == 1 {
+			<-queued
+			return layerdb.ErrInvalidPath
+		}
+		return realApply(ch...)
+	}
 	good := layerdb.Record{Opaque: true}
-	for size := 2000; ; size *= 2 {
-		j, db, path, _ := newTestJournal(t, layerdb.Options{NoSync: true})
-		// A batch that takes a while to fail: many puts, then a bad path.
-		bad := make([]layerdb.Change, 0, size+1)
-		for i := range size {
-			bad = append(bad, layerdb.PutChange(fmt.Sprintf("a/%d", i), good))
+	if _, err := j.add([]layerdb.Change{layerdb.PutChange("first", good)}); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the writer has taken the first batch.
+	for {
+		j.mu.Lock()
+		taken := len(j.pending) == 0
+		j.mu.Unlock()
+		if taken {
+			break
 		}
-		bad = append(bad, layerdb.PutChange("a/../b", good))
-		if _, err := j.add(bad); err != nil {
-			t.Fatal(err)
-		}
-		// Wait until the writer has taken the batch.
-		for {
-			j.mu.Lock()
-			taken := len(j.pending) == 0
-			j.mu.Unlock()
-			if taken {
-				break
-			}
-		}
-		t.Logf("failing batch of %d changes", size)
-		seq, err := j.add([]layerdb.Change{layerdb.PutChange("later", good)})
-		if err != nil {
-			// The bad batch failed before this add: the case to test did
-			// not happen. Try again with a slower one.
-			if size > 1<<20 {
-				t.Skip("could not queue a change while a commit was failing")
-			}
-			j.close()
-			db.Close()
-			continue
-		}
-		if err := j.wait(seq); !errors.Is(err, layerdb.ErrInvalidPath) {
-			t.Errorf("wait for a change queued behind a failed batch: %v, want ErrInvalidPath", err)
-		}
-		j.close()
-		if err := db.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if recs, _ := readDB(t, path); len(recs) != 0 {
-			t.Errorf("records on disk = %v, want none: a change queued after the failed batch was written", recs)
-		}
-		return
+		runtime.Gosched()
+	}
+	seq, err := j.add([]layerdb.Change{layerdb.PutChange("later", good)})
+	if err != nil {
+		t.Fatalf("queue behind a commit in progress: %v", err)
+	}
+	close(queued)
+	if err := j.wait(seq); !errors.Is(err, layerdb.ErrInvalidPath) {
+		t.Errorf("wait for a change queued behind a failed batch: %v, want ErrInvalidPath", err)
+	}
+	j.close()
+	if calls != 1 {
+		t.Errorf("the writer committed %d batches, want only the failed one", calls)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if recs, _ := readDB(t, path); len(recs) != 0 {
+		t.Errorf("records on disk = %v, want none: a change queued after the failed batch was written", recs)
 	}
 }
 
