@@ -821,21 +821,6 @@ func TestCopyFails(t *testing.T) {
 			over:    &Override{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), Mode: unix.S_IFDIR | 0o755, Xattrs: map[string][]byte{longName: []byte("v")}},
 			wantErr: unix.ERANGE,
 		},
-		{
-			name: "unreadable source",
-			make: func(t *testing.T, f *fixture) string {
-				if os.Geteuid() == 0 {
-					// Root reads anything: not constructible, and other
-					// cases cover a failed data copy.
-					t.Skip("root can read a mode 0 file")
-				}
-				p := filepath.Join(f.lower, "src")
-				writeFile(t, p, []byte("secret"))
-				chmod(t, p, 0)
-				return "dst"
-			},
-			wantErr: unix.EACCES,
-		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
