@@ -42,6 +42,9 @@ func bench(ctx context.Context, opt options, stdout, stderr io.Writer) error {
 	}
 
 	for _, b := range []backend{newPlainDir(), kernelOverlay{}, fuseOverlayfs{}, unionfsBin{path: opt.unionfs}} {
+		if opt.backends != nil && !opt.backends[b.name()] {
+			continue
+		}
 		if err := b.available(); err != nil {
 			line := fmt.Sprintf("%s: %v", b.name(), err)
 			fmt.Fprintf(stderr, "unionbench: skipping %s\n", line)
@@ -69,6 +72,18 @@ func bench(ctx context.Context, opt options, stdout, stderr io.Writer) error {
 	}()
 
 	ws := allWorkloads(h)
+	if opt.only != nil {
+		var sel []workload
+		for _, w := range ws {
+			if opt.only.MatchString(w.name()) {
+				sel = append(sel, w)
+			}
+		}
+		if len(sel) == 0 {
+			return fmt.Errorf("-only %q matches no workload", opt.only)
+		}
+		ws = sel
+	}
 	var names []string
 	for _, b := range ri.backends {
 		names = append(names, b.name())
@@ -99,7 +114,9 @@ func bench(ctx context.Context, opt options, stdout, stderr io.Writer) error {
 // to the largest N, per backend, from the medians.
 func addGrowth(res *results, sz sizes) {
 	lo, hi := sz.layerCounts[0], maxInt(sz.layerCounts)
-	if lo == hi {
+	_, haveLo := res.cells[fmt.Sprintf("layers-%d/first", lo)]
+	_, haveHi := res.cells[fmt.Sprintf("layers-%d/first", hi)]
+	if lo == hi || !haveLo || !haveHi { // one N, or -only left them out
 		return
 	}
 	m := growthMetric(lo, hi)

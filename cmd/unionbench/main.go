@@ -21,10 +21,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"syscall"
 )
 
-const usage = `Usage: unionbench [-quick] [-unionfs PATH] [-fixtures DIR] [-runs N] [-out FILE]
+const usage = `Usage: unionbench [-quick] [-unionfs PATH] [-fixtures DIR] [-runs N] [-only REGEXP] [-backends LIST] [-out FILE]
 
 Runs the workloads of issue 6 on a plain directory, kernel overlayfs,
 fuse-overlayfs and unionfs, and prints a Markdown table of medians and a
@@ -39,6 +41,8 @@ type options struct {
 	unionfs  string
 	fixtures string
 	runs     int
+	only     *regexp.Regexp
+	backends map[string]bool
 	out      string
 }
 
@@ -51,6 +55,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fl.StringVar(&o.fixtures, "fixtures", "/var/tmp/unionbench-fixtures", "`dir` where fixtures are generated once and reused; scratch space goes there too")
 	fl.IntVar(&o.runs, "runs", 0, "repetitions per workload and backend (default 3)")
 	fl.StringVar(&o.out, "out", "", "also write the report to `file`")
+	only := fl.String("only", "", "run only the workloads whose name matches `regexp` (stat-tree, layers-N, seqread, copyup, untar, rm-tree, mount-time, smallwrite, memory)")
+	backends := fl.String("backends", "", "comma-separated `list` of backends to run (plain, overlay, fuse-overlayfs, unionfs; default all)")
 	fl.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fl.PrintDefaults()
@@ -61,6 +67,24 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if fl.NArg() > 0 {
 		fl.Usage()
 		return o, fmt.Errorf("unexpected argument %q", fl.Arg(0))
+	}
+	if *only != "" {
+		re, err := regexp.Compile(*only)
+		if err != nil {
+			return o, fmt.Errorf("-only: %w", err)
+		}
+		o.only = re
+	}
+	if *backends != "" {
+		o.backends = map[string]bool{}
+		for _, b := range strings.Split(*backends, ",") {
+			switch b = strings.TrimSpace(b); b {
+			case "plain", "overlay", "fuse-overlayfs", "unionfs":
+				o.backends[b] = true
+			default:
+				return o, fmt.Errorf("-backends: unknown backend %q (want plain, overlay, fuse-overlayfs or unionfs)", b)
+			}
+		}
 	}
 	if o.runs < 0 {
 		return o, fmt.Errorf("-runs %d: want a positive number", o.runs)
