@@ -1,9 +1,11 @@
 package fs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -257,19 +259,10 @@ func (n *node) newChild(ctx context.Context, r *resolved, out *fuse.EntryOut) *g
 }
 
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	// Changes made through the mount invalidate the kernel's copy of a
-	// listing, and lower layers never change: the kernel may keep it. A
-	// volume may change behind the mount's back.
-	// Hold the upper directory open while it is open, so that fstat still
-	// answers if it is removed meanwhile.
-	if n.hasUpper() {
-		n.withUpperDir(func(int) error { return nil })
-	}
-	var fuseFlags uint32
-	if !n.u.volume {
-		fuseFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
-	}
-	return &dirHandle{n: n}, fuseFlags, 0
+	// Only handlelessDirs opens directories, for one request each; the
+	// kernel caches listings (FOPEN_KEEP_CACHE|FOPEN_CACHE_DIR by default
+	// without OPENDIR), which changes made through the mount invalidate.
+	return &dirHandle{n: n}, 0, 0
 }
 
 // listing returns the merged directory listing: the upper's entries, then
@@ -385,26 +378,91 @@ func (n *node) parentIno() uint64 {
 	return p.StableAttr().Ino
 }
 
-// dirHandle is an open directory: a snapshot of the listing taken at the
-// first read (often there is none: the kernel serves a cached listing), so
-// that offsets stay valid for seekdir/telldir while it is open.
-type dirHandle struct {
-	n    *node
+// A listing is a directory's entries sorted by their offset cookies (see
+// dirCookie), taken when a reader starts at offset 0 and kept in the node
+// for the requests that continue the pass.
+type listing struct {
 	ents []fuse.DirEntry
-	read bool
-	pos  int
 }
 
-func (h *dirHandle) load() syscall.Errno {
-	if h.read {
-		return 0
+// dirCookie is the offset of the entry after name in a listing (the d_off
+// of name): "." and ".." come first, every other name gets 63 bits of its
+// FNV-1a hash (loff_t is signed). As the cookie depends on the name alone,
+// a reader that continues from it, on a listing taken later, gets every
+// entry it has not had yet, whatever was created or removed meanwhile;
+// POSIX lets entries created or removed during the pass appear or not. Two
+// names of one directory with the same cookie (odds 2^-63 a pair) would
+// lose the second one to a reader that stops between them, as ext4's
+// hashed cookies do.
+func dirCookie(name string) uint64 {
+	switch name {
+	case ".":
+		return 1
+	case "..":
+		return 2
 	}
-	ents, err := h.n.listing()
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(name); i++ {
+		h ^= uint64(name[i])
+		h *= 1099511628211
+	}
+	return max(h>>1, 3)
+}
+
+// sortedListing lists the directory, in cookie order.
+func (n *node) sortedListing() (*listing, error) {
+	ents, err := n.listing()
 	if err != nil {
-		return toErrno(err)
+		return nil, err
 	}
-	h.ents, h.read = ents, true
-	return 0
+	for i := range ents {
+		ents[i].Off = dirCookie(ents[i].Name)
+	}
+	slices.SortFunc(ents, func(a, b fuse.DirEntry) int {
+		return cmp.Or(cmp.Compare(a.Off, b.Off), strings.Compare(a.Name, b.Name))
+	})
+	return &listing{ents: ents}, nil
+}
+
+// passListing returns the listing for a read at a non-zero offset: the one
+// the pass started with, or a new one if it is gone.
+func (n *node) passListing() (*listing, error) {
+	n.mu.Lock()
+	l := n.pass
+	n.mu.Unlock()
+	if l != nil {
+		return l, nil
+	}
+	return n.startPass()
+}
+
+// startPass takes a new listing for a reader at offset 0.
+func (n *node) startPass() (*listing, error) {
+	l, err := n.sortedListing()
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	n.pass = l
+	n.mu.Unlock()
+	return l, nil
+}
+
+// endPass drops l once a reader has listed it to the end.
+func (n *node) endPass(l *listing) {
+	n.mu.Lock()
+	if n.pass == l {
+		n.pass = nil
+	}
+	n.mu.Unlock()
+}
+
+// dirHandle serves one READDIR or READDIRPLUS request (see handlelessDirs):
+// go-fuse calls Seekdir first when the request's offset is not 0.
+type dirHandle struct {
+	n   *node
+	l   *listing
+	pos int
 }
 
 var (
@@ -415,26 +473,35 @@ var (
 )
 
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
-	if errno := h.load(); errno != 0 {
-		return nil, errno
+	if h.l == nil {
+		l, err := h.n.startPass()
+		if err != nil {
+			return nil, toErrno(err)
+		}
+		h.l = l
 	}
-	if h.pos >= len(h.ents) {
+	if h.pos >= len(h.l.ents) {
+		h.n.endPass(h.l)
 		return nil, 0
 	}
-	e := h.ents[h.pos]
+	e := h.l.ents[h.pos]
 	h.pos++
-	e.Off = uint64(h.pos)
 	return &e, 0
 }
 
 func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	if errno := h.load(); errno != 0 {
-		return errno
+	if off == 0 {
+		h.l, h.pos = nil, 0
+		return 0
 	}
-	if off > uint64(len(h.ents)) {
-		off = uint64(len(h.ents))
+	l, err := h.n.passListing()
+	if err != nil {
+		return toErrno(err)
 	}
-	h.pos = int(off)
+	h.l = l
+	h.pos, _ = slices.BinarySearchFunc(l.ents, off+1, func(e fuse.DirEntry, t uint64) int {
+		return cmp.Compare(e.Off, t)
+	})
 	return 0
 }
 

@@ -43,6 +43,7 @@ type node struct {
 	lower   lowerRef    // topmost lower entry; layer is nil when there is none
 	lowers  []lowerRef  // directories: every lower dir merged into this one, top down
 	index   *lowerIndex // directories: the merged lower listing, built on first use
+	pass    *listing    // directories: the listing readers are going through (see dirHandle)
 }
 
 var (

@@ -91,6 +91,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			if errno := n.u.checkEmpty(joinPath(np.relPath(), newName), dst); errno != 0 {
 				return errno
 			}
+			dstNode.pinUpperDir()
 		}
 	}
 	if errno := srcNode.copyUp(ctx); errno != 0 {

@@ -118,8 +118,14 @@ func Mount(cfg Config) (*Server, error) {
 	if (u.upper == nil || cfg.ReadOnly) && !hasWritableVolume(cfg.Volumes) {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
-	server, err := gofs.Mount(cfg.Mountpoint, root, opts)
+	raw := handlelessDirs{gofs.NewNodeFS(root, opts)}
+	server, err := fuse.NewServer(raw, cfg.Mountpoint, &opts.MountOptions)
 	if err != nil {
+		u.close()
+		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
 		u.close()
 		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
 	}

@@ -77,6 +77,15 @@ func (n *node) sameFile(st *unix.Stat_t, gen uint64) bool {
 	return ino == n.ino && g == n.gen
 }
 
+// pinUpperDir opens the directory's upper descriptor before the directory
+// is removed or replaced, so that fstat through a descriptor a process
+// still holds answers, with st_nlink 0, as on a local filesystem.
+func (n *node) pinUpperDir() {
+	if n.IsDir() && n.hasUpper() {
+		n.withUpperDir(func(int) error { return nil })
+	}
+}
+
 // statOwnDir stats the directory through its own descriptor, if it has one
 // open: no parent lookup, and it answers for a removed directory too.
 func (n *node) statOwnDir(st *unix.Stat_t) bool {

@@ -455,6 +455,11 @@ func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 		if errno := n.u.checkEmpty(p, r); errno != 0 {
 			return errno
 		}
+		if ch := n.GetChild(name); ch != nil {
+			if cn, ok := ch.Operations().(*node); ok {
+				cn.pinUpperDir()
+			}
+		}
 	}
 	hasLower, err := n.lowerHas(name)
 	if err != nil {

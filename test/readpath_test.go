@@ -611,6 +611,89 @@ func TestReadDirSeek(t *testing.T) {
 	}
 }
 
+// TestReadDirWhileChanging reads a merged, writable directory in small
+// batches while entries are removed and created between the batches (as
+// rm -r and build tools do): every entry that stays is listed exactly once,
+// no name is listed twice, and nothing that never existed shows up; entries
+// created or removed during the pass may show up or not (POSIX leaves it
+// open). Removals behind the read position must not make the pass skip
+// entries ahead of it.
+func TestReadDirWhileChanging(t *testing.T) {
+	t.Parallel()
+	lower := tree{}
+	for i := range 300 {
+		lower[fmt.Sprintf("d/low-%04d", i)] = file("l")
+	}
+	mnt := mountUnion(t, "-l", wpLower(t, lower), "-u", t.TempDir())
+	d := filepath.Join(mnt, "d")
+	for i := range 300 { // upper entries too
+		wpWriteFile(t, filepath.Join(d, fmt.Sprintf("up-%04d", i)), unix.O_CREAT|unix.O_WRONLY, "u")
+	}
+	for round := range 3 {
+		fd := rpOpenDir(t, d)
+		before := map[string]bool{}
+		for _, n := range rpNames(rpGetdents(t, rpOpenDir(t, d), 8192, -1)) {
+			before[n] = true
+		}
+		seen := map[string]int{}
+		removed, created := map[string]bool{}, map[string]bool{}
+		for batch := 0; ; batch++ {
+			ents := rpGetdents(t, fd, 600, 1) // one small getdents batch
+			if len(ents) == 0 {
+				break
+			}
+			for _, e := range ents {
+				seen[e.name]++
+				if e.name == "." || e.name == ".." {
+					continue
+				}
+				// Remove every other entry just listed, and one not
+				// listed yet; create a new one.
+				if len(seen)%2 == 0 && !removed[e.name] {
+					if err := unix.Unlink(filepath.Join(d, e.name)); err != nil {
+						t.Fatalf("unlink %s: %v", e.name, err)
+					}
+					removed[e.name] = true
+				}
+			}
+			for n := range before {
+				if seen[n] == 0 && !removed[n] && n != "." && n != ".." {
+					if err := unix.Unlink(filepath.Join(d, n)); err != nil {
+						t.Fatalf("unlink %s: %v", n, err)
+					}
+					removed[n] = true
+					break
+				}
+			}
+			c := fmt.Sprintf("new-%d-%04d", round, batch)
+			wpWriteFile(t, filepath.Join(d, c), unix.O_CREAT|unix.O_WRONLY, "n")
+			created[c] = true
+		}
+		for n, k := range seen {
+			if k > 1 {
+				t.Errorf("round %d: %s listed %d times in one pass", round, n, k)
+			}
+		}
+		missing := 0
+		for n := range before {
+			if seen[n] == 0 && !removed[n] {
+				missing++
+				if missing <= 5 {
+					t.Errorf("round %d: %s was there all along but the pass skipped it", round, n)
+				}
+			}
+		}
+		for n := range seen {
+			if !before[n] && !created[n] {
+				t.Errorf("round %d: %s listed, but it never existed", round, n)
+			}
+		}
+		if len(removed) < len(before)/3 {
+			t.Fatalf("round %d: only %d of %d entries removed during the pass; the test needs many", round, len(removed), len(before))
+		}
+	}
+}
+
 func TestReadDirLarge(t *testing.T) {
 	t.Parallel()
 	const total = 5000

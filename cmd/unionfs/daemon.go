@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
@@ -171,6 +172,7 @@ func serve(cfg ufs.Config, vols []mountVolume, args []string, image string) erro
 		// Paths are absolute by now; do not keep the caller's directory busy.
 		os.Chdir("/")
 	}
+	setServerProcs()
 	// Catch the signals before the mount exists: one that arrives while
 	// mounting waits in the channel and unmounts right after.
 	sigs := make(chan os.Signal, 1)
@@ -417,4 +419,18 @@ func liveMounts() []mountRecord {
 		out = append(out, rec)
 	}
 	return out
+}
+
+// setServerProcs gives the server half of the CPUs Go would use (at least
+// one) unless GOMAXPROCS is set. A FUSE server's work is mostly syscalls,
+// each request a synchronous round trip for a waiting client: with a P per
+// CPU the runtime wakes idle threads to look for work at every request
+// (futex and sysmon churn), while the client needs a CPU of its own. On the
+// 2-CPU benchmark machine one P made serial workloads up to 35% faster
+// (untar 7.4 s to 4.6 s) and parallel ones no slower; see BENCHMARKS.md.
+func setServerProcs() {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	runtime.GOMAXPROCS(max(1, runtime.GOMAXPROCS(0)/2))
 }
