@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -211,7 +212,16 @@ func (u *Union) ident(r *resolved) (ino, gen uint64) {
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	n.u.nsMu.RLock()
 	defer n.u.nsMu.RUnlock()
-	return n.lookup(ctx, name, out)
+	ch, errno := n.lookup(ctx, name, out)
+	if ch != nil && !ch.IsDir() {
+		n.mu.Lock()
+		lean := n.leanListed
+		n.mu.Unlock()
+		if lean {
+			n.u.plus.missed()
+		}
+	}
+	return ch, errno
 }
 
 // lookup is Lookup for callers that hold nsMu already.
@@ -505,21 +515,57 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	return 0
 }
 
-// Lookup answers READDIRPLUS for the entry just listed.
+// Lookup answers READDIRPLUS for the entry just listed. An entry the
+// kernel already has a node for gets no attributes (a zero node ID, which
+// the kernel takes as "nothing to add"): its cached attributes are valid,
+// as every change goes through the mount, and a stat per entry is the
+// bulk of a listing's cost. Files get attributes only while the union's
+// readers want them (see plusPolicy); directories always do, so that a
+// walk descends without a LOOKUP each.
 func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if ch := h.n.GetChild(name); ch != nil {
-		if cn, ok := ch.Operations().(*node); ok {
-			var st unix.Stat_t
-			if err := cn.lstat(&st); err == nil {
-				cn.fillAttr(&st, &out.Attr)
-				if cn.u.volume {
-					setVolumeTimeouts(out)
-				}
-				return ch, 0
-			}
-		}
+	if h.n.GetChild(name) != nil {
+		return nil, syscall.EEXIST
+	}
+	if h.pos > 0 && h.l.ents[h.pos-1].Mode&unix.S_IFMT != unix.S_IFDIR && !h.n.u.plus.files() {
+		h.n.u.plus.skipped()
+		h.n.mu.Lock()
+		h.n.leanListed = true
+		h.n.mu.Unlock()
+		return nil, syscall.EEXIST
 	}
 	return h.n.Lookup(ctx, name, out)
+}
+
+// plusPolicy decides whether READDIRPLUS stats files. A walk that only
+// looks at names and types (find, du of directories, a build scanning for
+// sources) gains nothing from a stat per file, and on a cold cache each
+// costs a disk read; a walk that stats what it lists (ls -l, rsync, tar c)
+// would otherwise pay a LOOKUP round trip per file. The policy learns from
+// the LOOKUPs of files that a listing left without attributes: each counts
+// for several skipped ones, so after the first directory of an `ls -lR`
+// listings carry file attributes again, while a `find` keeps them lean.
+type plusPolicy struct {
+	score atomic.Int32 // > 0: stat files; clamped to [-plusClamp, plusClamp]
+}
+
+const plusClamp = 256
+
+func (p *plusPolicy) files() bool { return p.score.Load() > 0 }
+
+// skipped counts a file listed without attributes.
+func (p *plusPolicy) skipped() { p.add(-1) }
+
+// missed counts a LOOKUP of a file that a listing left without attributes.
+func (p *plusPolicy) missed() { p.add(4) }
+
+func (p *plusPolicy) add(d int32) {
+	for {
+		old := p.score.Load()
+		v := min(max(old+d, -plusClamp), plusClamp)
+		if v == old || p.score.CompareAndSwap(old, v) {
+			return
+		}
+	}
 }
 
 func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {

@@ -38,12 +38,14 @@ type node struct {
 	detached bool // a scratch node of resolvePath, not in the tree
 
 	mu      sync.Mutex
-	removed bool        // a lower-only file whose last name was removed: nlink 0
-	inUpper bool        // an entry exists in the upper at the node's path
-	lower   lowerRef    // topmost lower entry; layer is nil when there is none
-	lowers  []lowerRef  // directories: every lower dir merged into this one, top down
-	index   *lowerIndex // directories: the merged lower listing, built on first use
-	pass    *listing    // directories: the listing readers are going through (see dirHandle)
+	removed bool // a lower-only file whose last name was removed: nlink 0
+	// leanListed: directories: a listing left some files without attributes
+	leanListed bool
+	inUpper    bool        // an entry exists in the upper at the node's path
+	lower      lowerRef    // topmost lower entry; layer is nil when there is none
+	lowers     []lowerRef  // directories: every lower dir merged into this one, top down
+	index      *lowerIndex // directories: the merged lower listing, built on first use
+	pass       *listing    // directories: the listing readers are going through (see dirHandle)
 }
 
 var (

@@ -35,6 +35,8 @@ type Union struct {
 	// itself when the kernel refuses).
 	passthrough bool
 
+	plus plusPolicy // whether READDIRPLUS stats files (see dirHandle.Lookup)
+
 	root    *node         // the mounted root directory
 	volume  bool          // this union serves a volume: one layer, no records
 	volumes []volumeMount // volumes attached inside this union
