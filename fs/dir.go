@@ -470,10 +470,17 @@ func (n *node) endPass(l *listing) {
 // dirHandle serves one READDIR or READDIRPLUS request (see handlelessDirs):
 // go-fuse calls Seekdir first when the request's offset is not 0.
 type dirHandle struct {
-	n   *node
-	l   *listing
-	pos int
+	n    *node
+	l    *listing
+	pos  int
+	plus uint8 // plusUndecided, plusLean or plusFull: see lean
 }
+
+const (
+	plusUndecided = iota
+	plusLean
+	plusFull
+)
 
 var (
 	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
@@ -526,7 +533,7 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if h.n.GetChild(name) != nil {
 		return nil, syscall.EEXIST
 	}
-	if h.pos > 0 && h.l.ents[h.pos-1].Mode&unix.S_IFMT != unix.S_IFDIR && !h.n.u.plus.files() {
+	if h.pos > 0 && h.l.ents[h.pos-1].Mode&unix.S_IFMT != unix.S_IFDIR && h.lean() {
 		h.n.u.plus.skipped()
 		h.n.mu.Lock()
 		h.n.leanListed = true
@@ -534,6 +541,17 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		return nil, syscall.EEXIST
 	}
 	return h.n.Lookup(ctx, name, out)
+}
+
+// lean tells whether this request lists files without attributes.
+func (h *dirHandle) lean() bool {
+	if h.plus == plusUndecided {
+		h.plus = plusFull
+		if h.n.u.plus.lean() {
+			h.plus = plusLean
+		}
+	}
+	return h.plus == plusLean
 }
 
 // plusPolicy decides whether READDIRPLUS stats files. A walk that only
@@ -544,13 +562,23 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 // the LOOKUPs of files that a listing left without attributes: each counts
 // for several skipped ones, so after the first directory of an `ls -lR`
 // listings carry file attributes again, while a `find` keeps them lean.
+// While files get attributes nothing would tell that readers stopped
+// using them, so one request in plusProbe is lean all the same: unused,
+// its files count against attributes; used, for them.
 type plusPolicy struct {
 	score atomic.Int32 // > 0: stat files; clamped to [-plusClamp, plusClamp]
+	n     atomic.Uint32
 }
 
-const plusClamp = 256
+const (
+	plusClamp = 256
+	plusProbe = 8
+)
 
-func (p *plusPolicy) files() bool { return p.score.Load() > 0 }
+// lean decides for one READDIRPLUS request.
+func (p *plusPolicy) lean() bool {
+	return p.score.Load() <= 0 || p.n.Add(1)%plusProbe == 0
+}
 
 // skipped counts a file listed without attributes.
 func (p *plusPolicy) skipped() { p.add(-1) }
