@@ -3,14 +3,16 @@ package fs
 import (
 	"log"
 	"sync"
+	"time"
 
 	"github.com/unionfs/unionfs/layerdb"
 )
 
 // journal writes record changes to the state database in the background,
 // in batches: one transaction, so one fsync, for whatever accumulated while
-// the previous batch was being written. A burst of deletions (rm -rf of a
-// lower tree) thus costs a few commits instead of one per file.
+// the previous batch was being written, and at most one commit every
+// commitInterval unless someone waits for one. A burst of deletions (rm -rf
+// of a lower tree) thus costs a few commits instead of one per file.
 //
 // Changes are applied to the in-memory records before they reach the disk.
 // A change that an upper modification depends on (the whiteout that must
@@ -29,12 +31,19 @@ type journal struct {
 	err     error  // a failed commit: every later write fails too
 	closed  bool
 
-	kick chan struct{}
-	done chan struct{}
+	waiters int           // callers blocked in wait
+	urgent  chan struct{} // a waiter arrived: commit now
+	kick    chan struct{}
+	done    chan struct{}
 }
 
+// commitInterval is the shortest time between two commits that nobody
+// waits for: the longest a deletion stays only in memory, besides the
+// commit itself.
+const commitInterval = 10 * time.Millisecond
+
 func newJournal(db *layerdb.DB, logger *log.Logger) *journal {
-	j := &journal{apply: db.Apply, log: logger, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	j := &journal{apply: db.Apply, log: logger, kick: make(chan struct{}, 1), urgent: make(chan struct{}, 1), done: make(chan struct{})}
 	j.cond.L = &j.mu
 	go j.run()
 	return j
@@ -63,7 +72,13 @@ func (j *journal) wait(seq uint64) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	for j.written < seq && j.err == nil {
+		j.waiters++
+		select {
+		case j.urgent <- struct{}{}:
+		default:
+		}
 		j.cond.Wait()
+		j.waiters--
 	}
 	return j.err
 }
@@ -78,7 +93,27 @@ func (j *journal) flush() error {
 
 func (j *journal) run() {
 	defer close(j.done)
+	var last time.Time
+	// Timers have no stale values to drain since Go 1.23 (go.mod says 1.25).
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for range j.kick {
+		j.mu.Lock()
+		hurry := j.waiters > 0 || j.closed
+		j.mu.Unlock()
+		if d := commitInterval - time.Since(last); d > 0 && !hurry {
+			timer.Reset(d)
+			select {
+			case <-timer.C:
+			case <-j.urgent:
+				timer.Stop()
+			}
+		}
+		select { // a stale request to hurry
+		case <-j.urgent:
+		default:
+		}
+		last = time.Now()
 		j.mu.Lock()
 		batch, upto, failed := j.pending, j.queued, j.err != nil
 		j.pending = nil
