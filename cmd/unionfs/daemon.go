@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
@@ -419,18 +418,4 @@ func liveMounts() []mountRecord {
 		out = append(out, rec)
 	}
 	return out
-}
-
-// setServerProcs gives the server half of the CPUs Go would use (at least
-// one) unless GOMAXPROCS is set. A FUSE server's work is mostly syscalls,
-// each request a synchronous round trip for a waiting client: with a P per
-// CPU the runtime wakes idle threads to look for work at every request
-// (futex and sysmon churn), while the client needs a CPU of its own. On the
-// 2-CPU benchmark machine one P made serial workloads up to 35% faster
-// (untar 7.4 s to 4.6 s) and parallel ones no slower; see BENCHMARKS.md.
-func setServerProcs() {
-	if os.Getenv("GOMAXPROCS") != "" {
-		return
-	}
-	runtime.GOMAXPROCS(max(1, runtime.GOMAXPROCS(0)/2))
 }
