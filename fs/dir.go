@@ -22,18 +22,18 @@ var (
 
 // rootNode builds the node of the union's root directory.
 func (u *Union) rootNode() (*node, error) {
-	n := &node{u: u, inUpper: u.upper != nil}
+	n := &node{u: u, inUpper: u.upper != nil, dir: &dirState{}}
 	rec, _ := u.upperRecord("")
 	if u.upper == nil || !rec.Opaque {
 		for _, l := range u.lowers() {
-			n.lowers = append(n.lowers, lowerRef{l, ""})
+			n.dir.lowers = append(n.dir.lowers, lowerRef{l, ""})
 			if r, ok := l.record("", ""); ok && r.Opaque {
 				break
 			}
 		}
 	}
-	if len(n.lowers) > 0 {
-		n.lower = n.lowers[0]
+	if len(n.dir.lowers) > 0 {
+		n.lower = n.dir.lowers[0]
 	}
 	var st unix.Stat_t
 	top := u.layers[0]
@@ -49,14 +49,14 @@ func (u *Union) rootNode() (*node, error) {
 func (n *node) lowerIndex() (*lowerIndex, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.index != nil {
-		return n.index, nil
+	if n.dir.index != nil {
+		return n.dir.index, nil
 	}
-	x, err := buildLowerIndex(n.lowers)
+	x, err := buildLowerIndex(n.dir.lowers)
 	if err != nil {
 		return nil, err
 	}
-	n.index = x
+	n.dir.index = x
 	return x, nil
 }
 
@@ -213,9 +213,9 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	n.u.nsMu.RLock()
 	defer n.u.nsMu.RUnlock()
 	ch, errno := n.lookup(ctx, name, out)
-	if ch != nil && !ch.IsDir() {
+	if ch != nil && !ch.IsDir() && n.dir != nil {
 		n.mu.Lock()
-		lean := n.leanListed
+		lean := n.dir.leanListed
 		n.mu.Unlock()
 		if lean {
 			n.u.plus.missed()
@@ -252,7 +252,7 @@ func (n *node) newChild(ctx context.Context, r *resolved, out *fuse.EntryOut) *g
 	ino, gen := n.u.ident(r)
 	if r.virtual {
 		st := r.st
-		child := &node{u: n.u, ino: r.st.Ino, virtual: &st}
+		child := &node{u: n.u, ino: r.st.Ino, dir: &dirState{virtual: &st}}
 		child.fillAttr(&r.st, &out.Attr)
 		return n.NewInode(ctx, child, gofs.StableAttr{Mode: unix.S_IFDIR, Ino: child.ino})
 	}
@@ -262,7 +262,9 @@ func (n *node) newChild(ctx context.Context, r *resolved, out *fuse.EntryOut) *g
 		gen:     gen,
 		inUpper: r.inUpper,
 		lower:   r.lower,
-		lowers:  r.lowers,
+	}
+	if isDirMode(r.st.Mode) {
+		child.dir = &dirState{lowers: r.lowers}
 	}
 	child.fillAttr(&r.st, &out.Attr)
 	return n.NewInode(ctx, child, gofs.StableAttr{Mode: r.st.Mode & unix.S_IFMT, Ino: ino, Gen: gen})
@@ -438,7 +440,7 @@ func (n *node) sortedListing() (*listing, error) {
 // the pass started with, or a new one if it is gone.
 func (n *node) passListing() (*listing, error) {
 	n.mu.Lock()
-	l := n.pass
+	l := n.dir.pass
 	n.mu.Unlock()
 	if l != nil {
 		return l, nil
@@ -453,7 +455,7 @@ func (n *node) startPass() (*listing, error) {
 		return nil, err
 	}
 	n.mu.Lock()
-	n.pass = l
+	n.dir.pass = l
 	n.mu.Unlock()
 	return l, nil
 }
@@ -461,8 +463,8 @@ func (n *node) startPass() (*listing, error) {
 // endPass drops l once a reader has listed it to the end.
 func (n *node) endPass(l *listing) {
 	n.mu.Lock()
-	if n.pass == l {
-		n.pass = nil
+	if n.dir.pass == l {
+		n.dir.pass = nil
 	}
 	n.mu.Unlock()
 }
@@ -536,7 +538,7 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if h.pos > 0 && h.l.ents[h.pos-1].Mode&unix.S_IFMT != unix.S_IFDIR && h.lean() {
 		h.n.u.plus.skipped()
 		h.n.mu.Lock()
-		h.n.leanListed = true
+		h.n.dir.leanListed = true
 		h.n.mu.Unlock()
 		return nil, syscall.EEXIST
 	}

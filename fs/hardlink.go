@@ -123,7 +123,7 @@ func (u *Union) resolvePath(p string) (*resolved, error) {
 		}
 		next := d.knownChild(c)
 		if next == nil {
-			next = &node{u: u, inUpper: r.inUpper, lowers: r.lowers, detached: true}
+			next = &node{u: u, inUpper: r.inUpper, dir: &dirState{lowers: r.lowers}, detached: true}
 		}
 		d, dirPath = next, joinPath(dirPath, c)
 	}

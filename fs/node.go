@@ -27,26 +27,46 @@ type node struct {
 	cu sync.Mutex // held while copying the node up, so that it happens once
 
 	cachedOpens atomic.Int32 // open handles the kernel does not pass through
-
-	virtual *unix.Stat_t // a directory that exists only to lead to a volume
-
-	// ufd is the O_PATH descriptor of a directory's upper copy (see
-	// withUpperDir); 0 until opened. ufdMu is held while it is used.
-	ufdMu    sync.RWMutex
-	ufd      int
-	tmpfd    int  // an O_TMPFILE file not linked anywhere yet (see Tmpfile)
-	detached bool // a scratch node of resolvePath, not in the tree
+	detached    bool         // a scratch node of resolvePath, not in the tree
 
 	mu      sync.Mutex
-	removed bool // a lower-only file whose last name was removed: nlink 0
-	// leanListed: directories: a listing left some files without attributes
-	leanListed bool
-	inUpper    bool        // an entry exists in the upper at the node's path
-	lower      lowerRef    // topmost lower entry; layer is nil when there is none
-	lowers     []lowerRef  // directories: every lower dir merged into this one, top down
-	index      *lowerIndex // directories: the merged lower listing, built on first use
-	pass       *listing    // directories: the listing readers are going through (see dirHandle)
+	removed bool     // a lower-only file whose last name was removed: nlink 0
+	inUpper bool     // an entry exists in the upper at the node's path
+	lower   lowerRef // topmost lower entry; layer is nil when there is none
+
+	// What only some nodes have lives behind pointers, nil for the rest:
+	// most nodes are plain files, and a mount may hold hundreds of
+	// thousands of them.
+	dir *dirState // directories
+	tmp *tmpFile  // an O_TMPFILE file not linked anywhere yet (see Tmpfile)
 }
+
+// dirState is the part of a node only directories have.
+type dirState struct {
+	virtual *unix.Stat_t // a directory that exists only to lead to a volume
+
+	// ufd is the O_PATH descriptor of the directory's upper copy (see
+	// withUpperDir); 0 until opened. ufdMu is held while it is used.
+	ufdMu sync.RWMutex
+	ufd   int
+
+	// Guarded by the node's mu:
+	lowers     []lowerRef  // every lower dir merged into this one, top down
+	index      *lowerIndex // the merged lower listing, built on first use
+	pass       *listing    // the listing readers are going through (see dirHandle)
+	leanListed bool        // a listing left some files without attributes
+}
+
+// tmpFile holds the descriptor of an O_TMPFILE file; mu is held while it is
+// used.
+type tmpFile struct {
+	mu sync.RWMutex
+	fd int
+}
+
+// isVirtual reports whether the node is a directory that exists only to
+// lead to a volume.
+func (n *node) isVirtual() bool { return n.dir != nil && n.dir.virtual != nil }
 
 var (
 	_ = (gofs.NodeGetattrer)((*node)(nil))
@@ -107,8 +127,8 @@ func (n *node) at(fn func(dirfd int, name string) error) error {
 // or unlinked and the inode number reused): that is reported as ENOENT
 // rather than serving another file's attributes.
 func (n *node) lstat(st *unix.Stat_t) error {
-	if n.virtual != nil {
-		*st = *n.virtual
+	if n.isVirtual() {
+		*st = *n.dir.virtual
 		return nil
 	}
 	w := n.where()
@@ -167,10 +187,13 @@ func (n *node) isRemoved() bool {
 func (n *node) isMerged() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.inUpper {
-		return len(n.lowers) > 0
+	if n.dir == nil {
+		return false
 	}
-	return len(n.lowers) > 1
+	if n.inUpper {
+		return len(n.dir.lowers) > 0
+	}
+	return len(n.dir.lowers) > 1
 }
 
 func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -199,7 +222,7 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	if n.virtual != nil {
+	if n.isVirtual() {
 		return nil, syscall.EINVAL
 	}
 	var out []byte
@@ -234,7 +257,7 @@ func isPrivateXattr(name string) bool {
 }
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if n.virtual != nil || isPrivateXattr(attr) {
+	if n.isVirtual() || isPrivateXattr(attr) {
 		return 0, syscall.ENODATA
 	}
 	if v, ok := n.metaXattrs()[attr]; ok {
@@ -258,7 +281,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 }
 
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	if n.virtual != nil {
+	if n.isVirtual() {
 		return 0, 0
 	}
 	var list []byte

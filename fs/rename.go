@@ -186,12 +186,12 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 // recordFor computes the record an entry needs at its new path p, where a
 // lower layer has an entry of that name if lowerAtP.
 func (u *Union) recordFor(c *node, p string, lowerAtP bool) layerdb.Record {
-	c.mu.Lock()
-	lowers := c.lowers
-	c.mu.Unlock()
-	if !c.IsDir() {
+	if c.dir == nil {
 		return layerdb.Record{Opaque: lowerAtP}
 	}
+	c.mu.Lock()
+	lowers := c.dir.lowers
+	c.mu.Unlock()
 	if len(lowers) == 0 {
 		// A directory of the upper alone must not merge with whatever
 		// the lower layers have at its new place.

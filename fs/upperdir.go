@@ -20,24 +20,28 @@ func (n *node) withUpperDir(fn func(fd int) error) error {
 	if n == n.u.root {
 		return fn(n.u.upper.fd)
 	}
+	d := n.dir
+	if d == nil {
+		return unix.ENOTDIR
+	}
 	for {
-		n.ufdMu.RLock()
-		if n.ufd > 0 {
-			defer n.ufdMu.RUnlock()
-			return fn(n.ufd)
+		d.ufdMu.RLock()
+		if d.ufd > 0 {
+			defer d.ufdMu.RUnlock()
+			return fn(d.ufd)
 		}
-		n.ufdMu.RUnlock()
+		d.ufdMu.RUnlock()
 		fd, err := n.openUpperDir()
 		if err != nil {
 			return err
 		}
-		n.ufdMu.Lock()
-		if n.ufd > 0 {
+		d.ufdMu.Lock()
+		if d.ufd > 0 {
 			unix.Close(fd) // another caller was quicker
 		} else {
-			n.ufd = fd
+			d.ufd = fd
 		}
-		n.ufdMu.Unlock()
+		d.ufdMu.Unlock()
 	}
 }
 
@@ -89,15 +93,16 @@ func (n *node) pinUpperDir() {
 // statOwnDir stats the directory through its own descriptor, if it has one
 // open: no parent lookup, and it answers for a removed directory too.
 func (n *node) statOwnDir(st *unix.Stat_t) bool {
-	if n == n.u.root {
+	d := n.dir
+	if n == n.u.root || d == nil {
 		return false
 	}
-	n.ufdMu.RLock()
-	defer n.ufdMu.RUnlock()
-	if n.ufd <= 0 {
+	d.ufdMu.RLock()
+	defer d.ufdMu.RUnlock()
+	if d.ufd <= 0 {
 		return false
 	}
-	_, err := statAt(n.ufd, "", st)
+	_, err := statAt(d.ufd, "", st)
 	return err == nil
 }
 
@@ -127,10 +132,12 @@ func (n *node) selfAt(fn func(dirfd int, name string) error) error {
 	}
 	name, parent := n.Parent()
 	if parent == nil {
-		n.ufdMu.RLock()
-		defer n.ufdMu.RUnlock()
-		if n.tmpfd > 0 {
-			return fn(n.tmpfd, "")
+		if t := n.tmp; t != nil {
+			t.mu.RLock()
+			defer t.mu.RUnlock()
+			if t.fd > 0 {
+				return fn(t.fd, "")
+			}
 		}
 		return unix.ENOENT
 	}
@@ -147,14 +154,20 @@ func (n *node) selfAt(fn func(dirfd int, name string) error) error {
 
 // OnForget closes the upper descriptor when the kernel drops the node.
 func (n *node) OnForget() {
-	n.ufdMu.Lock()
-	if n.ufd > 0 {
-		unix.Close(n.ufd)
-		n.ufd = 0
+	if d := n.dir; d != nil {
+		d.ufdMu.Lock()
+		if d.ufd > 0 {
+			unix.Close(d.ufd)
+			d.ufd = 0
+		}
+		d.ufdMu.Unlock()
 	}
-	if n.tmpfd > 0 {
-		unix.Close(n.tmpfd)
-		n.tmpfd = 0
+	if t := n.tmp; t != nil {
+		t.mu.Lock()
+		if t.fd > 0 {
+			unix.Close(t.fd)
+			t.fd = 0
+		}
+		t.mu.Unlock()
 	}
-	n.ufdMu.Unlock()
 }

@@ -324,7 +324,7 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 		return nil, nil, 0, toErrno(err)
 	}
 	ino, gen := n.u.ident(r)
-	child := &node{u: n.u, ino: ino, gen: gen, inUpper: true, tmpfd: keep}
+	child := &node{u: n.u, ino: ino, gen: gen, inUpper: true, tmp: &tmpFile{fd: keep}}
 	child.fillAttr(&r.st, &out.Attr)
 	ch := n.NewInode(ctx, child, gofs.StableAttr{Mode: unix.S_IFREG, Ino: ino, Gen: gen})
 	return ch, child.newHandle(fd, true), openFlagsNoFlush, 0
@@ -502,7 +502,7 @@ func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 // checkEmpty reports ENOTEMPTY unless the merged directory at p has no
 // entries.
 func (u *Union) checkEmpty(p string, r *resolved) syscall.Errno {
-	d := &node{u: u, inUpper: r.inUpper, lowers: r.lowers, detached: true}
+	d := &node{u: u, inUpper: r.inUpper, dir: &dirState{lowers: r.lowers}, detached: true}
 	ents, err := d.listingAt(p)
 	if err != nil {
 		return toErrno(err)
