@@ -171,7 +171,6 @@ func serve(cfg ufs.Config, vols []mountVolume, args []string, image string) erro
 		// Paths are absolute by now; do not keep the caller's directory busy.
 		os.Chdir("/")
 	}
-	setServerProcs()
 	// Catch the signals before the mount exists: one that arrives while
 	// mounting waits in the channel and unmounts right after.
 	sigs := make(chan os.Signal, 1)
