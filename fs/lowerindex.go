@@ -4,6 +4,8 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -73,15 +75,15 @@ func buildLowerIndex(dirs []lowerRef) (*lowerIndex, error) {
 	x := &lowerIndex{dirs: dirs, subdirs: make(map[string]*subdir)}
 	byName := make(map[string]int)
 	stopped := make(map[string]bool)
+	lists := readLowerDirs(dirs)
 	for di, d := range dirs {
-		ents, err := readDirAt(d.layer.fd, d.path)
+		ents, m, err := lists[di].ents, lists[di].markers, lists[di].err
 		if err != nil {
 			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 				continue
 			}
 			return nil, err
 		}
-		m := markersOf(d, ents)
 		for _, e := range ents {
 			if d.path == "" && e.name == StateDir || stopped[e.name] || m.isMarker(e.name) {
 				continue
@@ -128,6 +130,54 @@ func buildLowerIndex(dirs []lowerRef) (*lowerIndex, error) {
 	slices.SortFunc(x.entries, func(a, b lowerEntry) int { return strings.Compare(a.name, b.name) })
 	x.entries = slices.Clip(x.entries)
 	return x, nil
+}
+
+// lowerDir is one lower directory's listing and markers.
+type lowerDir struct {
+	ents    []rawDirent
+	markers *dirMarkers
+	err     error
+}
+
+// indexReaders is how many lower directories are read at once. A deep
+// stack means many directories, each a few system calls (open, getdents,
+// a listxattr per subdirectory for overlayfs markers); the first lookup in
+// the directory waits for all of them.
+const indexReaders = 4
+
+// readLowerDirs lists dirs and collects their markers, several at a time
+// when there are many. It reads them all, also those below an opaque one
+// that the merge will not use: listing them is what costs, not merging.
+func readLowerDirs(dirs []lowerRef) []lowerDir {
+	out := make([]lowerDir, len(dirs))
+	read := func(i int) {
+		d := dirs[i]
+		out[i].ents, out[i].err = readDirAt(d.layer.fd, d.path)
+		if out[i].err == nil {
+			out[i].markers = markersOf(d, out[i].ents)
+		}
+	}
+	if len(dirs) <= 2 {
+		for i := range dirs {
+			read(i)
+		}
+		return out
+	}
+	var next atomic.Int32
+	var wg sync.WaitGroup
+	for range min(indexReaders, len(dirs)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(dirs) {
+					return
+				}
+				read(i)
+			}
+		})
+	}
+	wg.Wait()
+	return out
 }
 
 // probeLowers finds the lower directories at path p in the layers from stack

@@ -95,20 +95,19 @@ func markersOf(d lowerRef, ents []rawDirent) *dirMarkers {
 // subdirectory. Most directories have no xattrs at all, which costs one
 // listxattr.
 func (m *dirMarkers) dirXattrs(dirfd int, dirPath, name string) {
-	p := procPath(dirfd, name)
 	var buf [1024]byte
-	k, err := unix.Llistxattr(p, buf[:])
+	k, err := listxattrAt(dirfd, name, buf[:])
 	if err != nil || k == 0 {
 		return
 	}
 	for _, attr := range strings.Split(string(buf[:k]), "\x00") {
 		switch {
 		case attr == whiteout.TrustedOpaqueXattr || attr == whiteout.UserOpaqueXattr || attr == whiteout.FuseOverlayfsOpaqueXattr:
-			if v, ok := getSmallXattr(p, attr); ok && whiteout.IsOpaqueXattr(attr, v) {
+			if v, ok := getSmallXattr(dirfd, name, attr); ok && whiteout.IsOpaqueXattr(attr, v) {
 				m.set(name, func(r *layerdb.Record) { r.Opaque = true })
 			}
 		case whiteout.IsRedirectXattr(attr):
-			v, ok := getSmallXattr(p, attr)
+			v, ok := getSmallXattr(dirfd, name, attr)
 			if !ok {
 				continue
 			}
@@ -126,9 +125,9 @@ func (m *dirMarkers) dirXattrs(dirfd int, dirPath, name string) {
 	}
 }
 
-func getSmallXattr(p, attr string) ([]byte, bool) {
+func getSmallXattr(dirfd int, name, attr string) ([]byte, bool) {
 	var buf [4096]byte
-	k, err := unix.Lgetxattr(p, attr, buf[:])
+	k, err := getxattrAt(dirfd, name, attr, buf[:])
 	if err != nil {
 		if !errors.Is(err, unix.ENODATA) {
 			return nil, false

@@ -270,8 +270,8 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		return uint32(copy(dest, v)), 0
 	}
 	var k int
-	err := n.withXattrPath(func(p string) (err error) {
-		k, err = unix.Lgetxattr(p, attr, dest)
+	err := n.at(func(fd int, name string) (err error) {
+		k, err = getxattrAt(fd, name, attr, dest)
 		return err
 	})
 	if err != nil {
@@ -285,10 +285,10 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		return 0, 0
 	}
 	var list []byte
-	err := n.withXattrPath(func(p string) error {
+	err := n.at(func(fd int, name string) error {
 		for size := 1024; ; size *= 4 {
 			buf := make([]byte, size)
-			k, err := unix.Llistxattr(p, buf)
+			k, err := listxattrAt(fd, name, buf)
 			if err == unix.ERANGE && size < 1<<20 {
 				continue
 			}

@@ -3,8 +3,10 @@ package fs
 import (
 	"encoding/binary"
 	"errors"
+	"runtime"
 	"strconv"
 	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -187,4 +189,74 @@ func statAt(dirfd int, path string, st *unix.Stat_t) (gen uint64, err error) {
 		return 1, nil
 	}
 	return uint64(sx.Btime.Sec)*1e9 + uint64(sx.Btime.Nsec), nil
+}
+
+// noXattrAt is set once the kernel has refused getxattrat(2) and
+// listxattrat(2) (they came with Linux 6.13).
+var noXattrAt atomic.Bool
+
+// xattrArgs is the kernel's struct xattr_args.
+type xattrArgs struct {
+	value uint64
+	size  uint32
+	flags uint32
+}
+
+// getxattrAt reads attribute attr of path beneath dirfd, not following a
+// final symlink, into dest (or returns its size when dest is empty). It
+// costs half of the /proc path's lookup on the kernels that have
+// getxattrat(2), which a write's security.capability check and a
+// directory's marker scan call often.
+func getxattrAt(dirfd int, path, attr string, dest []byte) (int, error) {
+	if path != "" && !noXattrAt.Load() {
+		p, err := unix.BytePtrFromString(path)
+		if err != nil {
+			return 0, err
+		}
+		a, err := unix.BytePtrFromString(attr)
+		if err != nil {
+			return 0, err
+		}
+		args := xattrArgs{size: uint32(len(dest))}
+		if len(dest) > 0 {
+			args.value = uint64(uintptr(unsafe.Pointer(&dest[0])))
+		}
+		n, _, errno := unix.Syscall6(unix.SYS_GETXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
+			unix.AT_SYMLINK_NOFOLLOW, uintptr(unsafe.Pointer(a)), uintptr(unsafe.Pointer(&args)), unsafe.Sizeof(args))
+		runtime.KeepAlive(dest)
+		if errno != unix.ENOSYS {
+			if errno != 0 {
+				return 0, errno
+			}
+			return int(n), nil
+		}
+		noXattrAt.Store(true)
+	}
+	return unix.Lgetxattr(procPath(dirfd, path), attr, dest)
+}
+
+// listxattrAt lists the attributes of path beneath dirfd, not following a
+// final symlink, as getxattrAt reads one.
+func listxattrAt(dirfd int, path string, dest []byte) (int, error) {
+	if path != "" && !noXattrAt.Load() {
+		p, err := unix.BytePtrFromString(path)
+		if err != nil {
+			return 0, err
+		}
+		var buf unsafe.Pointer
+		if len(dest) > 0 {
+			buf = unsafe.Pointer(&dest[0])
+		}
+		n, _, errno := unix.Syscall6(unix.SYS_LISTXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
+			unix.AT_SYMLINK_NOFOLLOW, uintptr(buf), uintptr(len(dest)), 0)
+		runtime.KeepAlive(dest)
+		if errno != unix.ENOSYS {
+			if errno != 0 {
+				return 0, errno
+			}
+			return int(n), nil
+		}
+		noXattrAt.Store(true)
+	}
+	return unix.Llistxattr(procPath(dirfd, path), dest)
 }
