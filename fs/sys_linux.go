@@ -3,7 +3,6 @@ package fs
 import (
 	"encoding/binary"
 	"errors"
-	"runtime"
 	"strconv"
 	"sync/atomic"
 	"unsafe"
@@ -195,11 +194,32 @@ func statAt(dirfd int, path string, st *unix.Stat_t) (gen uint64, err error) {
 // listxattrat(2) (they came with Linux 6.13).
 var noXattrAt atomic.Bool
 
-// xattrArgs is the kernel's struct xattr_args.
+// xattrArgs is the kernel's struct xattr_args. value is a real pointer, not
+// an integer, so that the buffer stays alive and, should it live on a
+// goroutine stack that moves, the field moves with it; that makes the
+// layout right on 64-bit platforms only, where value is an __aligned_u64.
 type xattrArgs struct {
-	value uint64
+	value *byte
 	size  uint32
 	flags uint32
+}
+
+// xattrAtWorks tells whether to try the *xattrat calls.
+func xattrAtWorks() bool {
+	return unsafe.Sizeof(uintptr(0)) == 8 && !noXattrAt.Load()
+}
+
+// xattrAtResult reads the outcome of a *xattrat call; ok is false when the
+// kernel lacks them.
+func xattrAtResult(r uintptr, errno unix.Errno) (n int, ok bool, err error) {
+	switch errno {
+	case 0:
+		return int(r), true, nil
+	case unix.ENOSYS:
+		noXattrAt.Store(true)
+		return 0, false, nil
+	}
+	return 0, true, errno
 }
 
 // getxattrAt reads attribute attr of path beneath dirfd, not following a
@@ -208,7 +228,7 @@ type xattrArgs struct {
 // getxattrat(2), which a write's security.capability check and a
 // directory's marker scan call often.
 func getxattrAt(dirfd int, path, attr string, dest []byte) (int, error) {
-	if path != "" && !noXattrAt.Load() {
+	if path != "" && xattrAtWorks() {
 		p, err := unix.BytePtrFromString(path)
 		if err != nil {
 			return 0, err
@@ -219,18 +239,13 @@ func getxattrAt(dirfd int, path, attr string, dest []byte) (int, error) {
 		}
 		args := xattrArgs{size: uint32(len(dest))}
 		if len(dest) > 0 {
-			args.value = uint64(uintptr(unsafe.Pointer(&dest[0])))
+			args.value = &dest[0]
 		}
-		n, _, errno := unix.Syscall6(unix.SYS_GETXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
+		r, _, errno := unix.Syscall6(unix.SYS_GETXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
 			unix.AT_SYMLINK_NOFOLLOW, uintptr(unsafe.Pointer(a)), uintptr(unsafe.Pointer(&args)), unsafe.Sizeof(args))
-		runtime.KeepAlive(dest)
-		if errno != unix.ENOSYS {
-			if errno != 0 {
-				return 0, errno
-			}
-			return int(n), nil
+		if n, ok, err := xattrAtResult(r, errno); ok {
+			return n, err
 		}
-		noXattrAt.Store(true)
 	}
 	return unix.Lgetxattr(procPath(dirfd, path), attr, dest)
 }
@@ -238,25 +253,20 @@ func getxattrAt(dirfd int, path, attr string, dest []byte) (int, error) {
 // listxattrAt lists the attributes of path beneath dirfd, not following a
 // final symlink, as getxattrAt reads one.
 func listxattrAt(dirfd int, path string, dest []byte) (int, error) {
-	if path != "" && !noXattrAt.Load() {
+	if path != "" && xattrAtWorks() {
 		p, err := unix.BytePtrFromString(path)
 		if err != nil {
 			return 0, err
 		}
-		var buf unsafe.Pointer
+		var buf *byte
 		if len(dest) > 0 {
-			buf = unsafe.Pointer(&dest[0])
+			buf = &dest[0]
 		}
-		n, _, errno := unix.Syscall6(unix.SYS_LISTXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
-			unix.AT_SYMLINK_NOFOLLOW, uintptr(buf), uintptr(len(dest)), 0)
-		runtime.KeepAlive(dest)
-		if errno != unix.ENOSYS {
-			if errno != 0 {
-				return 0, errno
-			}
-			return int(n), nil
+		r, _, errno := unix.Syscall6(unix.SYS_LISTXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
+			unix.AT_SYMLINK_NOFOLLOW, uintptr(unsafe.Pointer(buf)), uintptr(len(dest)), 0)
+		if n, ok, err := xattrAtResult(r, errno); ok {
+			return n, err
 		}
-		noXattrAt.Store(true)
 	}
 	return unix.Llistxattr(procPath(dirfd, path), dest)
 }

@@ -1,6 +1,8 @@
 package fs
 
 import (
+	"sync"
+
 	"golang.org/x/sys/unix"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -155,19 +157,19 @@ func (n *node) selfAt(fn func(dirfd int, name string) error) error {
 // OnForget closes the upper descriptor when the kernel drops the node.
 func (n *node) OnForget() {
 	if d := n.dir; d != nil {
-		d.ufdMu.Lock()
-		if d.ufd > 0 {
-			unix.Close(d.ufd)
-			d.ufd = 0
-		}
-		d.ufdMu.Unlock()
+		closeHeld(&d.ufdMu, &d.ufd)
 	}
 	if t := n.tmp; t != nil {
-		t.mu.Lock()
-		if t.fd > 0 {
-			unix.Close(t.fd)
-			t.fd = 0
-		}
-		t.mu.Unlock()
+		closeHeld(&t.mu, &t.fd)
+	}
+}
+
+// closeHeld closes *fd, which users read under mu, once none uses it.
+func closeHeld(mu *sync.RWMutex, fd *int) {
+	mu.Lock()
+	defer mu.Unlock()
+	if *fd > 0 {
+		unix.Close(*fd)
+		*fd = 0
 	}
 }
