@@ -45,18 +45,31 @@ func (u *Union) rootNode() (*node, error) {
 }
 
 // lowerIndex returns the directory's merged lower listing, building it on
-// first use.
+// first use. The build reads every lower layer, so it runs under the
+// directory's indexMu, not under mu.
 func (n *node) lowerIndex() (*lowerIndex, error) {
+	d := n.dir
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.dir.index != nil {
-		return n.dir.index, nil
+	x := d.index
+	n.mu.Unlock()
+	if x != nil {
+		return x, nil
 	}
-	x, err := buildLowerIndex(n.dir.lowers)
+	d.indexMu.Lock()
+	defer d.indexMu.Unlock()
+	n.mu.Lock()
+	x, lowers := d.index, d.lowers
+	n.mu.Unlock()
+	if x != nil {
+		return x, nil // built while this call waited
+	}
+	x, err := buildLowerIndex(lowers)
 	if err != nil {
 		return nil, err
 	}
-	n.dir.index = x
+	n.mu.Lock()
+	d.index = x
+	n.mu.Unlock()
 	return x, nil
 }
 

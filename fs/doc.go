@@ -29,12 +29,22 @@
 //     is built in the work directory and renamed into place (package
 //     copyup), so a crash leaves the lower file or the whole copy.
 //
+// # Directories
+//
+// The kernel opens directories without asking (the first OPENDIR is
+// answered ENOSYS, see handlelessDirs) and caches their listings; changes
+// made through the mount invalidate them. A listing's offsets are cookies
+// made from the entry names, so a reader may continue on a listing taken
+// later. READDIRPLUS gives attributes to subdirectories and, while readers
+// use them, to files (plusPolicy); entries the kernel knows get none.
+//
 // # Locks
 //
 // node.cu is held across a copy-up, which may copy a parent first: always
 // child before parent is never taken, so the order is parent's cu, then
-// child's. node.mu and Union.mu guard small fields and are never held
-// across a system call on a layer or a call into go-fuse.
+// child's. A directory's indexMu is held while its lower index is built.
+// node.mu and Union.mu guard small fields and are never held across a
+// system call on a layer or a call into go-fuse.
 //
 // # FUSE deadlock traps (go-fuse fs/api.go)
 //

@@ -50,6 +50,8 @@ type dirState struct {
 	ufdMu sync.RWMutex
 	ufd   int
 
+	indexMu sync.Mutex // held while index is built
+
 	// Guarded by the node's mu:
 	lowers     []lowerRef  // every lower dir merged into this one, top down
 	index      *lowerIndex // the merged lower listing, built on first use
