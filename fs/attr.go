@@ -43,6 +43,9 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		return toErrno(err)
 	}
 	n.fillAttr(&st, &out.Attr)
+	if n.u.volume {
+		out.SetTimeout(volumeTimeout)
+	}
 	return 0
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -49,6 +50,9 @@ func (u *Union) rootNode() (*node, error) {
 // directory's indexMu, not under mu.
 func (n *node) lowerIndex() (*lowerIndex, error) {
 	d := n.dir
+	if d == nil {
+		return nil, unix.ENOTDIR
+	}
 	n.mu.Lock()
 	x := d.index
 	n.mu.Unlock()
@@ -284,10 +288,16 @@ func (n *node) newChild(ctx context.Context, r *resolved, out *fuse.EntryOut) *g
 }
 
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	// Only handlelessDirs opens directories, for one request each; the
-	// kernel caches listings (FOPEN_KEEP_CACHE|FOPEN_CACHE_DIR by default
-	// without OPENDIR), which changes made through the mount invalidate.
-	return &dirHandle{n: n}, 0, 0
+	// Mostly handlelessDirs opens directories, for one request each, and
+	// the flags do not matter. On kernels before 5.1 the kernel opens them:
+	// changes made through the mount invalidate its copy of a listing, and
+	// lower layers never change, so it may keep it; a volume may change
+	// behind the mount's back.
+	var fuseFlags uint32
+	if !n.u.volume {
+		fuseFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+	}
+	return &dirHandle{n: n}, fuseFlags, 0
 }
 
 // listing returns the merged directory listing: the upper's entries, then
@@ -404,34 +414,31 @@ func (n *node) parentIno() uint64 {
 }
 
 // A listing is a directory's entries sorted by their offset cookies (see
-// dirCookie), taken when a reader starts at offset 0 and kept in the node
-// for the requests that continue the pass.
+// Union.dirCookie), taken when a reader starts at offset 0 and kept in the
+// node for the requests that continue the pass.
 type listing struct {
 	ents []fuse.DirEntry
+	seq  uint64 // order of the passes' starts (dirState.passSeq)
 }
 
 // dirCookie is the offset of the entry after name in a listing (the d_off
 // of name): "." and ".." come first, every other name gets 63 bits of its
-// FNV-1a hash (loff_t is signed). As the cookie depends on the name alone,
-// a reader that continues from it, on a listing taken later, gets every
-// entry it has not had yet, whatever was created or removed meanwhile;
-// POSIX lets entries created or removed during the pass appear or not. Two
-// names of one directory with the same cookie (odds 2^-63 a pair) would
-// lose the second one to a reader that stops between them, as ext4's
-// hashed cookies do.
-func dirCookie(name string) uint64 {
+// hash (loff_t is signed), keyed with a seed of the mount's so that nobody
+// can make a name collide with another on purpose. As the cookie depends
+// on the name alone, a reader that continues from it, on a listing taken
+// later, gets every entry it has not had yet, whatever was created or
+// removed meanwhile; POSIX lets entries created or removed during the pass
+// appear or not. Two names of one directory with the same cookie (odds
+// 2^-63 a pair) would lose the second one to a reader that stops between
+// them, as ext4's hashed cookies do.
+func (u *Union) dirCookie(name string) uint64 {
 	switch name {
 	case ".":
 		return 1
 	case "..":
 		return 2
 	}
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(name); i++ {
-		h ^= uint64(name[i])
-		h *= 1099511628211
-	}
-	return max(h>>1, 3)
+	return max(maphash.String(u.cookieSeed, name)>>1, 3)
 }
 
 // sortedListing lists the directory, in cookie order.
@@ -441,7 +448,7 @@ func (n *node) sortedListing() (*listing, error) {
 		return nil, err
 	}
 	for i := range ents {
-		ents[i].Off = dirCookie(ents[i].Name)
+		ents[i].Off = n.u.dirCookie(ents[i].Name)
 	}
 	slices.SortFunc(ents, func(a, b fuse.DirEntry) int {
 		return cmp.Or(cmp.Compare(a.Off, b.Off), strings.Compare(a.Name, b.Name))
@@ -449,35 +456,54 @@ func (n *node) sortedListing() (*listing, error) {
 	return &listing{ents: ents}, nil
 }
 
-// passListing returns the listing for a read at a non-zero offset: the one
-// the pass started with, or a new one if it is gone.
-func (n *node) passListing() (*listing, error) {
+// passListing returns the listing for a read at offset off > 0: the one
+// the pass started with, or a new one if it is gone. It returns nil, with
+// no listing made, for the read past the end that the kernel sends after
+// every pass to learn that it is over.
+func (n *node) passListing(off uint64) (*listing, error) {
 	n.mu.Lock()
-	l := n.dir.pass
+	l, end := n.dir.pass, n.dir.passEnd
 	n.mu.Unlock()
 	if l != nil {
 		return l, nil
 	}
+	if end != 0 && off >= end {
+		return nil, nil
+	}
 	return n.startPass()
 }
 
-// startPass takes a new listing for a reader at offset 0.
+// startPass takes a new listing for a reader at offset 0. Of two passes
+// that start at once, the later one's listing stays for the readers that
+// continue.
 func (n *node) startPass() (*listing, error) {
+	n.mu.Lock()
+	n.dir.passSeq++
+	seq := n.dir.passSeq
+	n.mu.Unlock()
 	l, err := n.sortedListing()
 	if err != nil {
 		return nil, err
 	}
+	l.seq = seq
 	n.mu.Lock()
-	n.dir.pass = l
+	if p := n.dir.pass; p == nil || p.seq < seq {
+		n.dir.pass, n.dir.passEnd = l, 0
+	}
 	n.mu.Unlock()
 	return l, nil
 }
 
-// endPass drops l once a reader has listed it to the end.
+// endPass drops l once a reader has listed it to the end, keeping its last
+// cookie (see passListing).
 func (n *node) endPass(l *listing) {
 	n.mu.Lock()
 	if n.dir.pass == l {
 		n.dir.pass = nil
+		n.dir.passEnd = 3 // past "." and ".."
+		if k := len(l.ents); k > 0 {
+			n.dir.passEnd = l.ents[k-1].Off
+		}
 	}
 	n.mu.Unlock()
 }
@@ -513,7 +539,9 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		h.l = l
 	}
 	if h.pos >= len(h.l.ents) {
-		h.n.endPass(h.l)
+		if h.l.seq != 0 {
+			h.n.endPass(h.l)
+		}
 		return nil, 0
 	}
 	e := h.l.ents[h.pos]
@@ -526,9 +554,13 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 		h.l, h.pos = nil, 0
 		return 0
 	}
-	l, err := h.n.passListing()
+	l, err := h.n.passListing(off)
 	if err != nil {
 		return toErrno(err)
+	}
+	if l == nil {
+		h.l, h.pos = &listing{}, 0 // the end
+		return 0
 	}
 	h.l = l
 	h.pos, _ = slices.BinarySearchFunc(l.ents, off+1, func(e fuse.DirEntry, t uint64) int {
@@ -555,7 +587,10 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		h.n.mu.Unlock()
 		return nil, syscall.EEXIST
 	}
-	return h.n.Lookup(ctx, name, out)
+	// Not n.Lookup: that counts a LOOKUP the kernel sent.
+	h.n.u.nsMu.RLock()
+	defer h.n.u.nsMu.RUnlock()
+	return h.n.lookup(ctx, name, out)
 }
 
 // lean tells whether this request lists files without attributes.

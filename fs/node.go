@@ -56,6 +56,8 @@ type dirState struct {
 	lowers     []lowerRef  // every lower dir merged into this one, top down
 	index      *lowerIndex // the merged lower listing, built on first use
 	pass       *listing    // the listing readers are going through (see dirHandle)
+	passSeq    uint64      // passes started
+	passEnd    uint64      // the last cookie of the last pass read to the end
 	leanListed bool        // a listing left some files without attributes
 }
 

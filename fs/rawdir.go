@@ -16,27 +16,40 @@ import (
 // Without a handle there is no per-open snapshot to keep seekdir offsets
 // valid, so a listing's offsets are cookies derived from the entry names
 // (see dirHandle): they stay valid while the directory changes.
+//
+// A kernel before 5.1 would fail opendir(3) on that ENOSYS; it does not
+// offer FUSE_NO_OPENDIR_SUPPORT at INIT, and then directories are opened
+// as usual, each handle keeping its listing for as long as it is open.
 type handlelessDirs struct {
 	fuse.RawFileSystem
+	server *fuse.Server
 }
 
-func (handlelessDirs) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+func (d *handlelessDirs) Init(s *fuse.Server) {
+	d.server = s
+	d.RawFileSystem.Init(s)
+}
+
+func (d *handlelessDirs) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	if d.server.KernelSettings().Flags64()&fuse.CAP_NO_OPENDIR_SUPPORT == 0 {
+		return d.RawFileSystem.OpenDir(cancel, in, out)
+	}
 	return fuse.ENOSYS
 }
 
-func (d handlelessDirs) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+func (d *handlelessDirs) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	return d.onHandle(cancel, &in.InHeader, &in.Fh, func() fuse.Status {
 		return d.RawFileSystem.ReadDir(cancel, in, out)
 	})
 }
 
-func (d handlelessDirs) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+func (d *handlelessDirs) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	return d.onHandle(cancel, &in.InHeader, &in.Fh, func() fuse.Status {
 		return d.RawFileSystem.ReadDirPlus(cancel, in, out)
 	})
 }
 
-func (d handlelessDirs) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+func (d *handlelessDirs) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	return d.onHandle(cancel, &in.InHeader, &in.Fh, func() fuse.Status {
 		return d.RawFileSystem.FsyncDir(cancel, in)
 	})
@@ -44,7 +57,7 @@ func (d handlelessDirs) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.
 
 // onHandle runs fn with *fh set to a directory handle opened for the
 // request, unless the kernel sent one.
-func (d handlelessDirs) onHandle(cancel <-chan struct{}, h *fuse.InHeader, fh *uint64, fn func() fuse.Status) fuse.Status {
+func (d *handlelessDirs) onHandle(cancel <-chan struct{}, h *fuse.InHeader, fh *uint64, fn func() fuse.Status) fuse.Status {
 	if *fh != 0 {
 		return fn()
 	}

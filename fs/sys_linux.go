@@ -210,12 +210,13 @@ func xattrAtWorks() bool {
 }
 
 // xattrAtResult reads the outcome of a *xattrat call; ok is false when the
-// kernel lacks them.
+// kernel lacks them, or a seccomp filter that does not know them refuses
+// them (EPERM, which a getxattr or listxattr never returns by itself).
 func xattrAtResult(r uintptr, errno unix.Errno) (n int, ok bool, err error) {
 	switch errno {
 	case 0:
 		return int(r), true, nil
-	case unix.ENOSYS:
+	case unix.ENOSYS, unix.EPERM:
 		noXattrAt.Store(true)
 		return 0, false, nil
 	}

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"fmt"
+	"hash/maphash"
 	"log"
 	"os"
 	"os/exec"
@@ -35,7 +36,8 @@ type Union struct {
 	// itself when the kernel refuses).
 	passthrough bool
 
-	plus plusPolicy // whether READDIRPLUS stats files (see dirHandle.Lookup)
+	plus       plusPolicy   // whether READDIRPLUS stats files (see dirHandle.Lookup)
+	cookieSeed maphash.Seed // keys the listing offsets (see dirCookie)
 
 	root    *node         // the mounted root directory
 	volume  bool          // this union serves a volume: one layer, no records
@@ -120,7 +122,7 @@ func Mount(cfg Config) (*Server, error) {
 	if (u.upper == nil || cfg.ReadOnly) && !hasWritableVolume(cfg.Volumes) {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
-	raw := handlelessDirs{gofs.NewNodeFS(root, opts)}
+	raw := &handlelessDirs{RawFileSystem: gofs.NewNodeFS(root, opts)}
 	server, err := fuse.NewServer(raw, cfg.Mountpoint, &opts.MountOptions)
 	if err != nil {
 		u.close()
@@ -148,7 +150,7 @@ func (s *Server) Workdir() string { return s.u.workDir }
 func (s *Server) Close() error { return s.u.close() }
 
 func newUnion(cfg Config) (*Union, error) {
-	u := &Union{cfg: cfg, log: cfg.Logger, euid: os.Geteuid(), egid: os.Getegid()}
+	u := &Union{cfg: cfg, log: cfg.Logger, euid: os.Geteuid(), egid: os.Getegid(), cookieSeed: maphash.MakeSeed()}
 	u.passthrough = u.euid == 0 && !cfg.NoPassthrough
 	if u.log == nil {
 		u.log = log.New(os.Stderr, "unionfs: ", log.LstdFlags)

@@ -45,6 +45,7 @@ func (u *Union) openVolumes() error {
 			// Volumes have no lower files: passthrough is always safe.
 			passthrough: u.passthrough,
 			volume:      true,
+			cookieSeed:  u.cookieSeed,
 		}
 		vu.records = make(recordTree)
 		vu.origins = make(map[uint64]uint64)
