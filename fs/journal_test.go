@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/unionfs/unionfs/layerdb"
 )
@@ -373,5 +374,57 @@ func TestJournalCloseFlushes(t *testing.T) {
 	}
 	if recs, _ := readDB(t, path); !maps.Equal(recs, want) {
 		t.Errorf("after close the disk has %d records, want %d", len(recs), len(want))
+	}
+}
+
+// TestJournalPacesCommits: a burst of changes nobody waits for is written
+// in a few commits, at most one per commitInterval, while a caller that
+// waits gets its commit without sitting out the interval.
+func TestJournalPacesCommits(t *testing.T) {
+	j, _, _, _ := newTestJournal(t, layerdb.Options{NoSync: true})
+	var mu sync.Mutex
+	commits := 0
+	apply := j.apply
+	j.mu.Lock()
+	j.apply = func(c ...layerdb.Change) error {
+		mu.Lock()
+		commits++
+		mu.Unlock()
+		return apply(c...)
+	}
+	j.mu.Unlock()
+
+	start := time.Now()
+	for i := range 1000 {
+		if _, err := j.add([]layerdb.Change{layerdb.PutChange(fmt.Sprintf("burst/f%d", i), layerdb.Record{Opaque: true})}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	elapsed := time.Since(start)
+	if err := j.flush(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	n := commits
+	mu.Unlock()
+	// One commit may start at once, one more per interval the burst took,
+	// and the flush's own.
+	if limit := 3 + int(elapsed/commitInterval); n > limit {
+		t.Errorf("1000 changes queued in %v took %d commits, want at most %d (one per %v)", elapsed, n, limit, commitInterval)
+	}
+
+	const waits = 20
+	start = time.Now()
+	for i := range waits {
+		seq, err := j.add([]layerdb.Change{layerdb.PutChange(fmt.Sprintf("waited/f%d", i), layerdb.Record{Opaque: true})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := j.wait(seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := time.Since(start); d >= waits*commitInterval {
+		t.Errorf("%d changes each waited for took %v: the waiters sat out the %v interval", waits, d, commitInterval)
 	}
 }
