@@ -31,6 +31,8 @@ type journal struct {
 	err     error  // a failed commit: every later write fails too
 	closed  bool
 
+	interval time.Duration // commitInterval, but for tests
+
 	waiters int           // callers blocked in wait
 	urgent  chan struct{} // a waiter arrived: commit now
 	kick    chan struct{}
@@ -42,8 +44,8 @@ type journal struct {
 // commit itself.
 const commitInterval = 10 * time.Millisecond
 
-func newJournal(db *layerdb.DB, logger *log.Logger) *journal {
-	j := &journal{apply: db.Apply, log: logger, kick: make(chan struct{}, 1), urgent: make(chan struct{}, 1), done: make(chan struct{})}
+func newJournal(db *layerdb.DB, logger *log.Logger, interval time.Duration) *journal {
+	j := &journal{apply: db.Apply, log: logger, interval: interval, kick: make(chan struct{}, 1), urgent: make(chan struct{}, 1), done: make(chan struct{})}
 	j.cond.L = &j.mu
 	go j.run()
 	return j
@@ -98,21 +100,7 @@ func (j *journal) run() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for range j.kick {
-		j.mu.Lock()
-		hurry := j.waiters > 0 || j.closed
-		j.mu.Unlock()
-		if d := commitInterval - time.Since(last); d > 0 && !hurry {
-			timer.Reset(d)
-			select {
-			case <-timer.C:
-			case <-j.urgent:
-				timer.Stop()
-			}
-		}
-		select { // a stale request to hurry
-		case <-j.urgent:
-		default:
-		}
+		j.pace(timer, last)
 		last = time.Now()
 		j.mu.Lock()
 		batch, upto, failed := j.pending, j.queued, j.err != nil
@@ -134,6 +122,28 @@ func (j *journal) run() {
 		j.written = upto
 		j.cond.Broadcast()
 		j.mu.Unlock()
+	}
+}
+
+// pace waits until the interval since the last commit is over, unless
+// someone waits for a commit. A wake-up from urgent is checked against the
+// waiters: it may be left from one that a commit already served.
+func (j *journal) pace(timer *time.Timer, last time.Time) {
+	for {
+		j.mu.Lock()
+		hurry := j.waiters > 0 || j.closed
+		j.mu.Unlock()
+		d := j.interval - time.Since(last)
+		if hurry || d <= 0 {
+			return
+		}
+		timer.Reset(d)
+		select {
+		case <-timer.C:
+			return
+		case <-j.urgent:
+			timer.Stop()
+		}
 	}
 }
 

@@ -41,7 +41,7 @@ func (u *Union) openState() error {
 		return fmt.Errorf("read %s: %w", dbPath, err)
 	}
 	u.db, u.records, u.origins = db, newRecordTree(recs), origins
-	u.journal = newJournal(db, u.log)
+	u.journal = newJournal(db, u.log, commitInterval)
 	u.upper.records = nil // the upper's records live in u.records
 
 	// A private subdirectory, so that cleaning it can never touch
