@@ -230,13 +230,8 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	n.u.nsMu.RLock()
 	defer n.u.nsMu.RUnlock()
 	ch, errno := n.lookup(ctx, name, out)
-	if ch != nil && !ch.IsDir() && n.dir != nil {
-		n.mu.Lock()
-		lean := n.dir.leanListed
-		n.mu.Unlock()
-		if lean {
-			n.u.plus.missed()
-		}
+	if ch != nil && n.dir != nil && n.dir.leanListed.Load() && !ch.IsDir() {
+		n.u.plus.missed()
 	}
 	return ch, errno
 }
@@ -582,9 +577,9 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	}
 	if h.pos > 0 && h.l.ents[h.pos-1].Mode&unix.S_IFMT != unix.S_IFDIR && h.lean() {
 		h.n.u.plus.skipped()
-		h.n.mu.Lock()
-		h.n.dir.leanListed = true
-		h.n.mu.Unlock()
+		if !h.n.dir.leanListed.Load() {
+			h.n.dir.leanListed.Store(true)
+		}
 		return nil, syscall.EEXIST
 	}
 	// Not n.Lookup: that counts a LOOKUP the kernel sent.

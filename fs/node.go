@@ -50,15 +50,15 @@ type dirState struct {
 	ufdMu sync.RWMutex
 	ufd   int
 
-	indexMu sync.Mutex // held while index is built
+	indexMu    sync.Mutex  // held while index is built
+	leanListed atomic.Bool // a listing left some files without attributes
 
 	// Guarded by the node's mu:
-	lowers     []lowerRef  // every lower dir merged into this one, top down
-	index      *lowerIndex // the merged lower listing, built on first use
-	pass       *listing    // the listing readers are going through (see dirHandle)
-	passSeq    uint64      // passes started
-	passEnd    uint64      // the last cookie of the last pass read to the end
-	leanListed bool        // a listing left some files without attributes
+	lowers  []lowerRef  // every lower dir merged into this one, top down
+	index   *lowerIndex // the merged lower listing, built on first use
+	pass    *listing    // the listing readers are going through (see dirHandle)
+	passSeq uint64      // passes started
+	passEnd uint64      // the last cookie of the last pass read to the end
 }
 
 // tmpFile holds the descriptor of an O_TMPFILE file; mu is held while it is
