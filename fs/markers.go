@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"errors"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -129,9 +128,6 @@ func getSmallXattr(dirfd int, name, attr string) ([]byte, bool) {
 	var buf [4096]byte
 	k, err := getxattrAt(dirfd, name, attr, buf[:])
 	if err != nil {
-		if !errors.Is(err, unix.ENODATA) {
-			return nil, false
-		}
 		return nil, false
 	}
 	return append([]byte(nil), buf[:k]...), true

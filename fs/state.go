@@ -42,7 +42,6 @@ func (u *Union) openState() error {
 	}
 	u.db, u.records, u.origins = db, newRecordTree(recs), origins
 	u.journal = newJournal(db, u.log, commitInterval)
-	u.upper.records = nil // the upper's records live in u.records
 
 	// A private subdirectory, so that cleaning it can never touch
 	// anything else the user keeps in a --workdir.

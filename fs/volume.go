@@ -2,7 +2,6 @@ package fs
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -83,17 +82,6 @@ func (u *Union) volumeAt(p string) *Union {
 	return nil
 }
 
-// volumesIn lists the names in directory dir at which volumes are attached.
-func (u *Union) volumesIn(dir string) []volumeMount {
-	var out []volumeMount
-	for _, vm := range u.volumes {
-		if d, _ := splitPath(vm.dest); d == dir {
-			out = append(out, vm)
-		}
-	}
-	return out
-}
-
 // holdsVolume reports whether union path p is a volume's destination or one
 // of its ancestors: such a path cannot be renamed or removed, as a mountpoint
 // cannot.
@@ -158,7 +146,7 @@ func (u *Union) virtualDir(p string) *resolved {
 	r := &resolved{virtual: true}
 	r.st.Mode = unix.S_IFDIR | 0o755
 	r.st.Nlink = 2
-	r.st.Uid, r.st.Gid = uint32(os.Geteuid()), uint32(os.Getegid())
+	r.st.Uid, r.st.Gid = uint32(u.euid), uint32(u.egid)
 	now := time.Now()
 	r.st.Mtim = unix.NsecToTimespec(now.UnixNano())
 	r.st.Atim, r.st.Ctim = r.st.Mtim, r.st.Mtim

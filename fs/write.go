@@ -130,9 +130,9 @@ func (u *Union) setOrigin(upperIno, ino uint64) syscall.Errno {
 	return 0
 }
 
-// changeRecords applies record changes to the database and then to memory.
+// recordEdit is a set of record changes, applied to the database and then
+// to memory.
 type recordEdit struct {
-	changes []layerdb.Change
 	put     map[string]layerdb.Record
 	del     []string // single paths
 	delTree []string // paths and everything beneath
