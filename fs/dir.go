@@ -446,7 +446,10 @@ func (n *node) sortedListing() (*listing, error) {
 		ents[i].Off = n.u.dirCookie(ents[i].Name)
 	}
 	slices.SortFunc(ents, func(a, b fuse.DirEntry) int {
-		return cmp.Or(cmp.Compare(a.Off, b.Off), strings.Compare(a.Name, b.Name))
+		if c := cmp.Compare(a.Off, b.Off); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
 	})
 	return &listing{ents: ents}, nil
 }
@@ -539,9 +542,10 @@ func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 		}
 		return nil, 0
 	}
-	e := h.l.ents[h.pos]
+	// go-fuse copies the entry and keeps its offset (never 0 here), so
+	// the shared listing is handed out as it is.
 	h.pos++
-	return &e, 0
+	return &h.l.ents[h.pos-1], 0
 }
 
 func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
