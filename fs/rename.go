@@ -88,7 +88,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		case !srcDir && dstDir:
 			return syscall.EISDIR
 		case dstDir:
-			if errno := n.u.checkEmpty(joinPath(np.relPath(), newName), dst); errno != 0 {
+			if errno := n.u.checkEmpty(joinPath(np.relPath(), newName), dst, dstNode); errno != 0 {
 				return errno
 			}
 			dstNode.pinUpperDir()

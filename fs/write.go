@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -430,11 +431,13 @@ func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 	// A copy-up of the entry running meanwhile would put its copy in place
 	// after the whiteout, and an upper entry wins over a whiteout: wait for
 	// it, and keep new ones out until the entry is gone.
+	var cn *node // the entry's node, when the kernel has one
 	if ch := n.GetChild(name); ch != nil {
-		if cn, ok := ch.Operations().(*node); ok {
-			cn.cu.Lock()
-			defer cn.cu.Unlock()
-		}
+		cn, _ = ch.Operations().(*node)
+	}
+	if cn != nil {
+		cn.cu.Lock()
+		defer cn.cu.Unlock()
 	}
 	r, err := n.resolve(name)
 	if err != nil {
@@ -452,13 +455,11 @@ func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 		return syscall.EBUSY
 	}
 	if isDir {
-		if errno := n.u.checkEmpty(p, r); errno != 0 {
+		if errno := n.u.checkEmpty(p, r, cn); errno != 0 {
 			return errno
 		}
-		if ch := n.GetChild(name); ch != nil {
-			if cn, ok := ch.Operations().(*node); ok {
-				cn.pinUpperDir()
-			}
+		if cn != nil {
+			cn.pinUpperDir()
 		}
 	}
 	hasLower, err := n.lowerHas(name)
@@ -500,9 +501,18 @@ func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 }
 
 // checkEmpty reports ENOTEMPTY unless the merged directory at p has no
-// entries.
-func (u *Union) checkEmpty(p string, r *resolved) syscall.Errno {
+// entries. known is the directory's node, if the kernel has one: its lower
+// index, when built from the same lower directories, is used rather than
+// built again (rm -r has just listed the directory).
+func (u *Union) checkEmpty(p string, r *resolved, known *node) syscall.Errno {
 	d := &node{u: u, inUpper: r.inUpper, dir: &dirState{lowers: r.lowers}, detached: true}
+	if known != nil && known.dir != nil {
+		known.mu.Lock()
+		if slices.Equal(known.dir.lowers, r.lowers) {
+			d.dir.index = known.dir.index
+		}
+		known.mu.Unlock()
+	}
 	ents, err := d.listingAt(p)
 	if err != nil {
 		return toErrno(err)
