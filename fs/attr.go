@@ -51,9 +51,8 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 
 // setattrFd applies a SETATTR to the file open as fd (possibly O_PATH).
 func setattrFd(fd int, noTruncate bool, in *fuse.SetAttrIn) syscall.Errno {
-	p := procPath(fd, "")
 	if mode, ok := in.GetMode(); ok {
-		if err := unix.Fchmodat(unix.AT_FDCWD, p, mode, 0); err != nil {
+		if err := unix.Fchmodat(unix.AT_FDCWD, procPath(fd, ""), mode, 0); err != nil {
 			return toErrno(err)
 		}
 	}
@@ -97,7 +96,7 @@ func setattrFd(fd int, noTruncate bool, in *fuse.SetAttrIn) syscall.Errno {
 		if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH); err != nil {
 			// utimensat has no AT_EMPTY_PATH before Linux 6.x on some
 			// filesystems: go through /proc instead.
-			if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, 0); err != nil {
+			if err := unix.UtimesNanoAt(unix.AT_FDCWD, procPath(fd, ""), ts, 0); err != nil {
 				return toErrno(err)
 			}
 		}
