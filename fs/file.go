@@ -38,7 +38,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	}
 	w := n.where()
 	var fd int
-	err := n.at(func(dirfd int, name string) (err error) {
+	err := n.atWhere(w, func(dirfd int, name string) (err error) {
 		fd, err = openBeneath(dirfd, name, int(flags)&openFlagsMask, 0)
 		return err
 	})

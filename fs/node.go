@@ -120,7 +120,13 @@ func (n *node) relPath() string {
 // at calls fn with a directory descriptor and a name that reach the real
 // file behind the node: its lower file, or its upper one.
 func (n *node) at(fn func(dirfd int, name string) error) error {
-	if w := n.where(); !w.upper {
+	return n.atWhere(n.where(), fn)
+}
+
+// atWhere is at for a caller that has taken w already and must act on the
+// same file it describes.
+func (n *node) atWhere(w where, fn func(dirfd int, name string) error) error {
+	if !w.upper {
 		return fn(w.lower.layer.fd, w.lower.path)
 	}
 	return n.selfAt(fn)
