@@ -864,6 +864,34 @@ func TestCLIDaemonReturnsWhenLive(t *testing.T) {
 			t.Errorf("server fd %d -> %q, %v; want /dev/null", fd, target, err)
 		}
 	}
+	// It starts with a descriptor table of 1024 slots (growing it later
+	// stalls every open in the process for an RCU grace period), and keeps
+	// no descriptor of its caller's beyond 0-2 (go test leaves /dev/null
+	// open without close-on-exec), nor the placeholder that sized the table.
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pids[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fdSize int
+	for line := range strings.SplitSeq(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "FDSize:"); ok {
+			fdSize, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	if fdSize < 1024 {
+		t.Errorf("server FDSize %d, want >= 1024", fdSize)
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pids[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range fds {
+		fd, _ := strconv.Atoi(e.Name())
+		target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pids[0], fd))
+		if fd > 2 && target == "/dev/null" {
+			t.Errorf("server keeps fd %d -> %s from its start", fd, target)
+		}
+	}
 }
 
 // TestCLIUmountWaitsForServer checks that `unionfs umount` returns only
