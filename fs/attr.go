@@ -21,25 +21,20 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		}
 	}
 	// Work through an open descriptor where there is one: the file may have
-	// no name left.
-	var fd int
-	if h != nil && h.upper {
-		fd = h.getFd()
-	} else {
-		err := n.selfAt(func(dirfd int, name string) (err error) {
-			fd, err = openBeneath(dirfd, name, unix.O_PATH, 0)
-			return err
-		})
-		if err != nil {
-			return toErrno(err)
-		}
-		defer unix.Close(fd)
-	}
-	if errno := setattrFd(fd, n.IsDir() || n.StableAttr().Mode == syscall.S_IFLNK, in); errno != 0 {
-		return errno
-	}
+	// no name left. Otherwise by name, beneath the parent's upper
+	// descriptor: a chmod, chown or utimes opens nothing (tar makes three
+	// such calls per file).
+	noTruncate := n.IsDir() || n.StableAttr().Mode == syscall.S_IFLNK
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	var err error
+	if h != nil && h.upper {
+		err = setattrAt(h.getFd(), "", noTruncate, in, &st)
+	} else {
+		err = n.selfAt(func(dirfd int, name string) error {
+			return setattrAt(dirfd, name, noTruncate, in, &st)
+		})
+	}
+	if err != nil {
 		return toErrno(err)
 	}
 	n.fillAttr(&st, &out.Attr)
@@ -49,11 +44,17 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	return 0
 }
 
-// setattrFd applies a SETATTR to the file open as fd (possibly O_PATH).
-func setattrFd(fd int, noTruncate bool, in *fuse.SetAttrIn) syscall.Errno {
+// setattrAt applies a SETATTR to name beneath dirfd, a single component
+// that is not followed if it is a symlink, or with name "" to the file
+// open as dirfd (possibly O_PATH), and stats the result into st.
+func setattrAt(dirfd int, name string, noTruncate bool, in *fuse.SetAttrIn, st *unix.Stat_t) error {
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if name == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
 	if mode, ok := in.GetMode(); ok {
-		if err := unix.Fchmodat(unix.AT_FDCWD, procPath(fd, ""), mode, 0); err != nil {
-			return toErrno(err)
+		if err := fchmodAt(dirfd, name, mode, flags); err != nil {
+			return err
 		}
 	}
 	uid, uok := in.GetUID()
@@ -66,8 +67,8 @@ func setattrFd(fd int, noTruncate bool, in *fuse.SetAttrIn) syscall.Errno {
 		if gok {
 			g = int(gid)
 		}
-		if err := unix.Fchownat(fd, "", u, g, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return toErrno(err)
+		if err := unix.Fchownat(dirfd, name, u, g, flags); err != nil {
+			return err
 		}
 	}
 	// Truncate before setting times, so an explicit mtime survives.
@@ -75,8 +76,8 @@ func setattrFd(fd int, noTruncate bool, in *fuse.SetAttrIn) syscall.Errno {
 		if noTruncate {
 			return syscall.EISDIR
 		}
-		if err := truncateFd(fd, int64(size)); err != nil {
-			return toErrno(err)
+		if err := truncateAt(dirfd, name, int64(size)); err != nil {
+			return err
 		}
 	}
 	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0 {
@@ -93,15 +94,32 @@ func setattrFd(fd int, noTruncate bool, in *fuse.SetAttrIn) syscall.Errno {
 				ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
 			}
 		}
-		if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH); err != nil {
+		if err := unix.UtimesNanoAt(dirfd, name, ts, flags); err != nil {
+			if name != "" {
+				return err
+			}
 			// utimensat has no AT_EMPTY_PATH before Linux 6.x on some
 			// filesystems: go through /proc instead.
-			if err := unix.UtimesNanoAt(unix.AT_FDCWD, procPath(fd, ""), ts, 0); err != nil {
-				return toErrno(err)
+			if err := unix.UtimesNanoAt(unix.AT_FDCWD, procPath(dirfd, ""), ts, 0); err != nil {
+				return err
 			}
 		}
 	}
-	return 0
+	return unix.Fstatat(dirfd, name, st, flags)
+}
+
+// truncateAt truncates name beneath dirfd, or with name "" the file open as
+// dirfd.
+func truncateAt(dirfd int, name string, size int64) error {
+	if name == "" {
+		return truncateFd(dirfd, size)
+	}
+	fd, err := openBeneath(dirfd, name, unix.O_PATH, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return truncateFd(fd, size)
 }
 
 // truncateFd truncates the file behind fd, which may be an O_PATH

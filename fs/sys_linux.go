@@ -44,6 +44,46 @@ func openBeneath(dirfd int, path string, flags int, mode uint32) (int, error) {
 	return unix.Openat(dirfd, relPath(path), flags, mode)
 }
 
+// noFchmodat2 is set once the kernel has refused fchmodat2(2) (Linux 6.6).
+var noFchmodat2 atomic.Bool
+
+// fchmodAt changes the mode of name beneath dirfd as fchmodat2(2) with
+// flags (AT_SYMLINK_NOFOLLOW, AT_EMPTY_PATH for name ""). Older kernels
+// have no flags for it: there it opens name without following it and
+// changes the mode through the descriptor's /proc path.
+func fchmodAt(dirfd int, name string, mode uint32, flags int) error {
+	if !noFchmodat2.Load() {
+		p, err := unix.BytePtrFromString(name)
+		if err != nil {
+			return err
+		}
+		for {
+			_, _, errno := unix.Syscall6(unix.SYS_FCHMODAT2, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
+				uintptr(mode), uintptr(flags), 0, 0)
+			switch errno {
+			case 0:
+				return nil
+			case unix.EINTR:
+				continue
+			case unix.ENOSYS:
+				noFchmodat2.Store(true)
+			default:
+				return errno
+			}
+			break
+		}
+	}
+	if name == "" {
+		return unix.Fchmodat(unix.AT_FDCWD, procPath(dirfd, ""), mode, 0)
+	}
+	fd, err := openBeneath(dirfd, name, unix.O_PATH, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Fchmodat(unix.AT_FDCWD, procPath(fd, ""), mode, 0)
+}
+
 // procPath names path beneath dirfd for the calls that have no *at form
 // (the xattr family): the /proc magic link pins the layer root.
 func procPath(dirfd int, path string) string {
