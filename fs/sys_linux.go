@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -132,6 +133,10 @@ type rawDirent struct {
 	mode uint32 // S_IFMT bits
 }
 
+// direntBufs holds getdents buffers: a directory index of a deep stack
+// reads thousands of small directories in a burst.
+var direntBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // readDirAt lists path beneath dirfd (without . and ..), filling in types
 // that the filesystem did not report with an lstat.
 func readDirAt(dirfd int, path string) ([]rawDirent, error) {
@@ -141,7 +146,9 @@ func readDirAt(dirfd int, path string) ([]rawDirent, error) {
 	}
 	defer unix.Close(fd)
 	var out []rawDirent
-	buf := make([]byte, 32<<10)
+	bp := direntBufs.Get().(*[]byte)
+	defer direntBufs.Put(bp)
+	buf := *bp
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if err == unix.EINTR {
