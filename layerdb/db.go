@@ -76,21 +76,24 @@ func (f *dbFile) Path() string { return f.path }
 func openFile(path, kind string, opts Options, f *format) (dbFile, error) {
 	check := f.validate
 	if !opts.ReadOnly {
-		if err := f.ensure(path); err != nil {
+		created, err := f.ensure(path)
+		if err != nil {
 			return dbFile{}, fmt.Errorf("create %s database %s: %w", kind, path, err)
 		}
 		// A writable bbolt.Open reads the freelist page before we can check
 		// that the file is not truncated (and faults if it is). A read-only
 		// open does not, so validate that way first, for a clear error and
-		// no fault.
-		ro := opts
-		ro.ReadOnly = true
-		bdb, err := openBoltFile(path, ro, check)
-		if err == nil {
-			err = bdb.Close()
-		}
-		if err != nil {
-			return dbFile{}, fmt.Errorf("open %s database %s: %w", kind, path, err)
+		// no fault; a file this call made needs no such care.
+		if !created {
+			ro := opts
+			ro.ReadOnly = true
+			bdb, err := openBoltFile(path, ro, check)
+			if err == nil {
+				err = bdb.Close()
+			}
+			if err != nil {
+				return dbFile{}, fmt.Errorf("open %s database %s: %w", kind, path, err)
+			}
 		}
 	}
 	bdb, err := openBoltFile(path, opts, check)
@@ -251,45 +254,54 @@ func (f *format) validate(tx *bolt.Tx, fileSize int64) error {
 // ensure creates the database at path if there is no file there yet. It
 // builds the database under a temporary name and links it into place, so
 // that the path never holds a half-initialised database (see package doc).
-func (f *format) ensure(path string) error {
+func (f *format) ensure(path string) (created bool, err error) {
 	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
-		return err // nil if it exists: openFile validates it
+		return false, err // nil if it exists: openFile validates it
 	}
 	dir := filepath.Dir(path)
-	_, err := os.Stat(dir)
+	_, err = os.Stat(dir)
 	newDir := errors.Is(err, fs.ErrNotExist)
 	if err := os.MkdirAll(dir, f.dirMode); err != nil {
-		return err
+		return false, err
 	}
 	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return err
+		return false, err
 	}
 	tmpName := tmp.Name()
 	defer os.Remove(tmpName) // after a successful link this just drops the extra name
-	if err := tmp.Close(); err != nil {
-		return err
+	err = f.init(tmpName)
+	if err == nil {
+		// bbolt wrote it without syncing its commit: one sync for all.
+		err = tmp.Sync()
 	}
-	if err := f.init(tmpName); err != nil {
-		return err
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return false, err
 	}
 	// Link, unlike rename, fails if another process created the database meanwhile;
 	// then we use theirs.
-	if err := os.Link(tmpName, path); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
+	switch err := os.Link(tmpName, path); {
+	case err == nil:
+		created = true
+	case !errors.Is(err, fs.ErrExist):
+		return false, err
 	}
 	if err := syncDir(dir); err != nil {
-		return err
+		return false, err
 	}
 	if newDir {
-		return syncDir(filepath.Dir(dir))
+		return created, syncDir(filepath.Dir(dir))
 	}
-	return nil
+	return created, nil
 }
 
-// init turns the empty file at name into a database of this format, durably.
+// init turns the empty file at name into a database of this format; the
+// caller syncs it.
 func (f *format) init(name string) error {
-	bdb, err := bolt.Open(name, fileMode, &bolt.Options{Timeout: defaultTimeout})
+	bdb, err := bolt.Open(name, fileMode, &bolt.Options{Timeout: defaultTimeout, NoSync: true})
 	if err != nil {
 		return err
 	}
