@@ -894,6 +894,43 @@ func TestCLIDaemonReturnsWhenLive(t *testing.T) {
 	}
 }
 
+// TestCLILowFileLimit mounts under descriptor limits too low for the
+// server's usual start (a 1024-slot table, see TestCLIDaemonReturnsWhenLive):
+// it must still start, with the largest table the limit allows.
+func TestCLILowFileLimit(t *testing.T) {
+	t.Parallel()
+	requireFUSE(t)
+	bin := requireBinary(t)
+	for _, limit := range []int{64, 300} {
+		s := newCLIStack(t)
+		mnt := cliNewMountpoint(t)
+		// ulimit -n sets the hard limit too: the program cannot raise it.
+		res, err := runCommand(commandTimeout, "sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" mount -l "$1" "$2"`, limit), bin, s.a+":"+s.b, mnt)
+		t.Cleanup(func() {
+			if _, mounted := mountedFS(t, mnt); mounted {
+				unmountUnion(t, mnt, t.Errorf)
+			}
+		})
+		if err != nil || res.exit != 0 {
+			t.Fatalf("limit %d: unionfs mount: exit %d, %v\nstderr:\n%s", limit, res.exit, err, res.stderr)
+		}
+		if got, err := readString(filepath.Join(mnt, "only-b")); err != nil || got != "b" {
+			t.Errorf("limit %d: read only-b: %q, %v", limit, got, err)
+		}
+		pids := cliServerPIDs(t, mnt)
+		if len(pids) != 1 {
+			t.Fatalf("limit %d: processes serving %s: %v, want one", limit, mnt, pids)
+		}
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pids[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if limit == 300 && !strings.Contains(string(status), "FDSize:\t512\n") {
+			t.Errorf("limit %d: server status has no FDSize 512 (a placeholder near the limit):\n%s", limit, status)
+		}
+	}
+}
+
 // TestCLIUmountWaitsForServer checks that `unionfs umount` returns only
 // once the server process is gone, every thread of it, for both a
 // read-only mount and one with an upper (whose state database must be

@@ -114,13 +114,27 @@ const envFdTable = "_UNIONFS_FDTABLE"
 // 64 layers, and a Go process always has threads. The exec'd child, still
 // alone in its process, grows the table without that wait, to the size the
 // kernel picks for the placeholder: 1024 slots for 511, so a server that
-// holds a few hundred open files never waits either.
-func fdTablePlaceholder(n int) int {
-	fd := 511
+// holds a few hundred open files never waits either. It stays below the
+// descriptor limit (a start that cannot place it fails), and there is none
+// (ok false) when the limit leaves no room for one worth having.
+func fdTablePlaceholder(n int) (fd int, ok bool) {
+	fd = 511
 	for fd < 2*n+64 {
 		fd = 2*fd + 1
 	}
-	return fd
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, false
+	}
+	// The start moves a few descriptors above the last extra file before
+	// it places them (os/exec's pass 1): leave them room below the limit.
+	if room := int64(min(lim.Cur, 1<<20)) - 16; int64(fd) > room {
+		if room < 128 {
+			return 0, false
+		}
+		fd = int(room)
+	}
+	return fd, true
 }
 
 // closeFdTablePlaceholder closes the descriptor fdTablePlaceholder chose
@@ -168,18 +182,32 @@ func startDaemon(job daemonArgs, logFile string) error {
 		return err
 	}
 	defer r.Close()
-	cmd := exec.Command(exe, "mount", mnt)
-	cmd.Env = append(os.Environ(), envDaemon+"=3", envLogFile+"="+logFile, envJob+"="+string(jobJSON))
-	cmd.ExtraFiles = []*os.File{w}
-	if null, err := os.Open(os.DevNull); err == nil {
-		defer null.Close()
-		fd := fdTablePlaceholder(len(job.Config.Lowers) + len(job.Volumes))
-		cmd.ExtraFiles = append(cmd.ExtraFiles, make([]*os.File, fd-4)...)
-		cmd.ExtraFiles = append(cmd.ExtraFiles, null)
-		cmd.Env = append(cmd.Env, envFdTable+"="+strconv.Itoa(fd))
+	newCmd := func(placeholder *os.File, fd int) *exec.Cmd {
+		cmd := exec.Command(exe, "mount", mnt)
+		cmd.Env = append(os.Environ(), envDaemon+"=3", envLogFile+"="+logFile, envJob+"="+string(jobJSON))
+		cmd.ExtraFiles = []*os.File{w}
+		if placeholder != nil {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, make([]*os.File, fd-4)...)
+			cmd.ExtraFiles = append(cmd.ExtraFiles, placeholder)
+			cmd.Env = append(cmd.Env, envFdTable+"="+strconv.Itoa(fd))
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		return cmd
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
+	cmd := newCmd(nil, 0)
+	if fd, ok := fdTablePlaceholder(len(job.Config.Lowers) + len(job.Volumes)); ok {
+		if null, err := os.Open(os.DevNull); err == nil {
+			defer null.Close()
+			cmd = newCmd(null, fd)
+		}
+	}
+	err = cmd.Start()
+	if err != nil && cmd.ExtraFiles[len(cmd.ExtraFiles)-1] != w {
+		// The placeholder is an optimisation: never fail for it.
+		cmd = newCmd(nil, 0)
+		err = cmd.Start()
+	}
+	if err != nil {
 		w.Close()
 		return fmt.Errorf("start server: %w", err)
 	}
