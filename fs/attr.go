@@ -20,6 +20,9 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 			return errno
 		}
 	}
+	if in.Valid&(fuse.FATTR_MODE|fuse.FATTR_UID|fuse.FATTR_GID|fuse.FATTR_SIZE) != 0 {
+		n.metadataChanged()
+	}
 	// Work through an open descriptor where there is one: the file may have
 	// no name left. Otherwise by name, beneath the parent's upper
 	// descriptor: a chmod, chown or utimes opens nothing (tar makes three
@@ -42,6 +45,15 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		out.SetTimeout(volumeTimeout)
 	}
 	return 0
+}
+
+// metadataChanged notes that the node's upper copy now differs from its
+// lower entry in more than times (see dirState.timesOnly). Callers call
+// it after the copy-up and before the change.
+func (n *node) metadataChanged() {
+	if d := n.dir; d != nil {
+		d.timesOnly.Store(false)
+	}
 }
 
 // setattrAt applies a SETATTR to name beneath dirfd, a single component
@@ -143,6 +155,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if errno := n.copyUp(ctx); errno != 0 {
 		return errno
 	}
+	n.metadataChanged()
 	return toErrno(n.withXattrPath(func(p string) error {
 		return unix.Lsetxattr(p, attr, data, int(flags))
 	}))
@@ -160,6 +173,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if errno := n.copyUp(ctx); errno != 0 {
 		return errno
 	}
+	n.metadataChanged()
 	return toErrno(n.withXattrPath(func(p string) error {
 		return unix.Lremovexattr(p, attr)
 	}))

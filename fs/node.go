@@ -53,6 +53,12 @@ type dirState struct {
 	indexMu    sync.Mutex  // held while index is built
 	leanListed atomic.Bool // a listing left some files without attributes
 
+	// timesOnly: this mount copied the directory up, and since then only
+	// its times changed (entries came and went), so its upper copy says
+	// nothing the lower one does not, besides times. Removing it then
+	// need not wait for its whiteout to be on disk (see remove).
+	timesOnly atomic.Bool
+
 	// Guarded by the node's mu:
 	lowers  []lowerRef  // every lower dir merged into this one, top down
 	index   *lowerIndex // the merged lower listing, built on first use

@@ -45,6 +45,16 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		return syscall.EINVAL
 	}
 	exchange := flags&unix.RENAME_EXCHANGE != 0
+	// A directory moved (or exchanged) gets a redirect to its lower half:
+	// its upper copy is no longer just times. After any copy-up below.
+	for _, ch := range []*gofs.Inode{n.GetChild(name), np.GetChild(newName)} {
+		if ch == nil {
+			continue
+		}
+		if cn, ok := ch.Operations().(*node); ok {
+			defer cn.metadataChanged()
+		}
+	}
 	if errno := n.prepareDir(); errno != 0 {
 		return errno
 	}

@@ -90,6 +90,9 @@ func (n *node) copyUpOpt(noData bool) syscall.Errno {
 		if errno := n.u.setOrigin(st.Ino, n.ino); errno != 0 {
 			return errno
 		}
+		if d := n.dir; d != nil {
+			d.timesOnly.Store(true)
+		}
 		n.mu.Lock()
 		n.inUpper = true
 		n.mu.Unlock()
@@ -479,8 +482,16 @@ func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 		e.dropIno = append(e.dropIno, r.st.Ino)
 	}
 	// The whiteout must be on disk before the upper entry that hides the
-	// lower one goes: otherwise a crash would bring back the lower file.
-	if errno := n.u.commit(e, r.inUpper && hasLower); errno != 0 {
+	// lower one goes: otherwise a crash would bring back the lower file,
+	// older than what the upper held. Not so for a directory this mount
+	// copied up only to hold its times (rm -r copies up every directory it
+	// empties): a crash brings it back as it would a lower-only directory
+	// whose removal it lost, which needs no wait either.
+	durable := r.inUpper && hasLower
+	if isDir && cn != nil && cn.dir != nil && cn.dir.timesOnly.Load() {
+		durable = false
+	}
+	if errno := n.u.commit(e, durable); errno != 0 {
 		return errno
 	}
 	if r.inUpper {

@@ -1,10 +1,11 @@
 package test
 
 import (
-	"bytes"
+	"bufio"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -18,27 +19,49 @@ import (
 )
 
 // startForeground runs `unionfs mount -f` as a child of the test, so the
-// test holds the server's process and can kill it.
+// test holds the server's process and can kill it. It returns once the
+// server logs "mounted": the mount is in the mount table a little earlier,
+// while the server still finishes starting (go-fuse opens a file of the new
+// mount from the server process to turn off POLL), and a server killed in
+// that window waits forever on its own request, unkillable until the
+// connection is aborted. A supervisor of `mount -f` must wait likewise.
 func startForeground(t *testing.T, mnt string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(requireBinary(t), append(append([]string{"mount", "-f"}, args...), mnt)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start server: %v", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, ok := mountedFS(t, mnt); ok {
-			return cmd
+	mounted := make(chan struct{})
+	var log strings.Builder
+	var logMu sync.Mutex
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logMu.Lock()
+			log.WriteString(sc.Text() + "\n")
+			logMu.Unlock()
+			if strings.Contains(sc.Text(), "mounted "+mnt) && !strings.Contains(sc.Text(), "unmounted") {
+				close(mounted)
+				break
+			}
 		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("mount did not appear; server said:\n%s", stderr.String())
-		}
-		time.Sleep(5 * time.Millisecond)
+		io.Copy(io.Discard, stderr) // keep the server from blocking on its log
+	}()
+	select {
+	case <-mounted:
+		return cmd
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		cmd.Wait()
+		logMu.Lock()
+		defer logMu.Unlock()
+		t.Fatalf("server did not log that %s is mounted; it said:\n%s", mnt, log.String())
 	}
+	return nil
 }
 
 // killServer kills the server with SIGKILL, as a crash would, and detaches
@@ -209,4 +232,93 @@ func assertNoLeftovers(t *testing.T, upper string) {
 	for _, e := range ents {
 		t.Errorf("work dir holds %s after a mount cleaned it", e.Name())
 	}
+}
+
+// TestCrashAfterRemovingDirs removes lower directories, half of them
+// chmod'ed first, and kills the server right after the last removal
+// returns. A directory whose upper copy differs from its lower one (the
+// chmod) is gone after a remount: its whiteout was on disk before the
+// upper copy went, or a crash would bring it back with its old mode and
+// the files whose deletions were still in memory. One that rm -r only
+// copied up to hold its times may come back, as a lower-only directory
+// may, but then as the lower has it. A renamed one (its upper copy holds
+// the redirect) is gone at both names.
+func TestCrashAfterRemovingDirs(t *testing.T) {
+	requireFUSE(t)
+	lower := t.TempDir()
+	const dirs, files = 10, 3
+	for i := range dirs {
+		for j := range files {
+			p := filepath.Join(lower, fmt.Sprintf("d%d/f%d", i, j))
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			if err := os.WriteFile(p, []byte(p), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	before := checksumTree(t, lower)
+	for round := range 3 {
+		upper, mnt := t.TempDir(), t.TempDir()
+		cmd := startForeground(t, mnt, "-l", lower, "-u", upper)
+		for i := 0; i < dirs; i += 2 {
+			if err := os.Chmod(filepath.Join(mnt, fmt.Sprintf("d%d", i)), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A renamed directory's upper copy holds its redirect: not just
+		// times, even when a removal in it copied it up first.
+		if err := os.Remove(filepath.Join(mnt, "d1", "f0")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(mnt, "d1"), filepath.Join(mnt, "e1")); err != nil {
+			t.Fatal(err)
+		}
+		for i := range dirs {
+			name := fmt.Sprintf("d%d", i)
+			if i == 1 {
+				name = "e1"
+			}
+			if err := os.RemoveAll(filepath.Join(mnt, name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		killServer(t, cmd, mnt)
+
+		mountUnionAt(t, mnt, "-l", lower, "-u", upper)
+		if _, err := os.Lstat(filepath.Join(mnt, "e1")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("round %d: e1 (d1 renamed, then removed before the crash): lstat %v, want ENOENT", round, err)
+		}
+		back := 0
+		for i := range dirs {
+			d := filepath.Join(mnt, fmt.Sprintf("d%d", i))
+			fi, err := os.Lstat(d)
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				t.Fatalf("round %d: lstat d%d: %v", round, i, err)
+			}
+			if i%2 == 0 || i == 1 {
+				t.Errorf("round %d: d%d (chmod'ed, then removed before the crash) is back, mode %v", round, i, fi.Mode())
+				continue
+			}
+			back++
+			if fi.Mode().Perm() != 0o755 {
+				t.Errorf("round %d: d%d came back with mode %v, want the lower's 0755", round, i, fi.Mode().Perm())
+			}
+			for j := range files {
+				p := filepath.Join(d, fmt.Sprintf("f%d", j))
+				data, err := os.ReadFile(p)
+				if err == nil && string(data) != filepath.Join(lower, fmt.Sprintf("d%d/f%d", i, j)) {
+					t.Errorf("round %d: %s holds %q", round, p, data)
+				} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("round %d: read %s: %v", round, p, err)
+				}
+			}
+		}
+		t.Logf("round %d: %d of %d times-only directories back after the crash", round, back, dirs/2-1)
+		assertNoLeftovers(t, upper)
+		umountUnion(t, mnt)
+	}
+	assertUnchanged(t, before, lower)
 }
