@@ -23,11 +23,14 @@ import (
 type handlelessDirs struct {
 	fuse.RawFileSystem
 	server *fuse.Server
+	inited chan struct{} // closed once the kernel's INIT is answered
 }
 
+// Init runs when INIT has been answered, before any other request is read.
 func (d *handlelessDirs) Init(s *fuse.Server) {
 	d.server = s
 	d.RawFileSystem.Init(s)
+	close(d.inited)
 }
 
 func (d *handlelessDirs) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {

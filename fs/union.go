@@ -122,16 +122,27 @@ func Mount(cfg Config) (*Server, error) {
 	if (u.upper == nil || cfg.ReadOnly) && !hasWritableVolume(cfg.Volumes) {
 		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
 	}
-	raw := &handlelessDirs{RawFileSystem: gofs.NewNodeFS(root, opts)}
+	raw := &handlelessDirs{RawFileSystem: gofs.NewNodeFS(root, opts), inited: make(chan struct{})}
 	server, err := fuse.NewServer(raw, cfg.Mountpoint, &opts.MountOptions)
 	if err != nil {
 		u.close()
 		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
 	}
-	go server.Serve()
-	if err := server.WaitMount(); err != nil {
+	served := make(chan struct{})
+	go func() {
+		server.Serve()
+		close(served)
+	}()
+	// The mount is live once INIT is answered. Not server.WaitMount: it
+	// then opens a file of the new mount from this process (go-fuse's POLL
+	// probe, for servers that open their own files, which this one never
+	// does), and a server killed while it waits on its own request can
+	// never exit.
+	select {
+	case <-raw.inited:
+	case <-served:
 		u.close()
-		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
+		return nil, fmt.Errorf("mount %s: the kernel closed the connection before INIT", cfg.Mountpoint)
 	}
 	return &Server{Server: server, u: u}, nil
 }

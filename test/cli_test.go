@@ -894,6 +894,35 @@ func TestCLIDaemonReturnsWhenLive(t *testing.T) {
 	}
 }
 
+// TestCLIServerStaysOutOfItsMount checks, in the server's request log, that
+// starting a mount sends no request from the server itself: go-fuse's
+// WaitMount opens a file of the new mount (".go-fuse-epoll-hack", its POLL
+// probe), and a server killed while it waits on a request of its own can
+// never exit, nor its mount be used, until the connection is aborted.
+func TestCLIServerStaysOutOfItsMount(t *testing.T) {
+	t.Parallel()
+	requireFUSE(t)
+	s := newCLIStack(t)
+	mnt := cliNewMountpoint(t)
+	logFile := filepath.Join(t.TempDir(), "server.log")
+	cliMountArgs(t, mnt, "mount", "--debug", "--log-file", logFile, "-l", s.a, mnt)
+	if got, err := readString(filepath.Join(mnt, "only-a")); err != nil || got != "a" {
+		t.Fatalf("read only-a: %q, %v", got, err)
+	}
+	unmountUnion(t, mnt, t.Fatalf)
+	data, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(data)
+	if !strings.Contains(log, "only-a") {
+		t.Fatalf("the debug log shows no request for only-a; log:\n%s", log)
+	}
+	if strings.Contains(log, "epoll-hack") {
+		t.Errorf("the server sent a request to its own mount at start:\n%s", log)
+	}
+}
+
 // TestCLILowFileLimit mounts under descriptor limits too low for the
 // server's usual start (a 1024-slot table, see TestCLIDaemonReturnsWhenLive):
 // it must still start, with the largest table the limit allows.

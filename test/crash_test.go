@@ -20,11 +20,8 @@ import (
 
 // startForeground runs `unionfs mount -f` as a child of the test, so the
 // test holds the server's process and can kill it. It returns once the
-// server logs "mounted": the mount is in the mount table a little earlier,
-// while the server still finishes starting (go-fuse opens a file of the new
-// mount from the server process to turn off POLL), and a server killed in
-// that window waits forever on its own request, unkillable until the
-// connection is aborted. A supervisor of `mount -f` must wait likewise.
+// server logs "mounted" (the mount is in the mount table a little earlier,
+// before the server has answered the kernel's INIT).
 func startForeground(t *testing.T, mnt string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(requireBinary(t), append(append([]string{"mount", "-f"}, args...), mnt)...)
