@@ -426,6 +426,22 @@ func findFusermount() (string, error) {
 // waitExit waits for the server process to finish flushing its state.
 func waitExit(pid int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
+	// A pidfd turns readable once the whole process has exited (Linux
+	// 5.3): no polling delay. Not our child, so not ours to reap.
+	if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+		defer unix.Close(fd)
+		for {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return fmt.Errorf("server (pid %d) did not exit within %v after unmount", pid, timeout)
+			}
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, err := unix.Poll(fds, int(min(left, time.Second).Milliseconds())+1)
+			if err == nil && n > 0 || err != nil && !errors.Is(err, unix.EINTR) {
+				break // exited, or poll failed: make sure below
+			}
+		}
+	}
 	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
 		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
 			return nil
