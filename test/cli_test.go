@@ -8,6 +8,7 @@ package test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -920,6 +921,46 @@ func TestCLIServerStaysOutOfItsMount(t *testing.T) {
 	}
 	if strings.Contains(log, "epoll-hack") {
 		t.Errorf("the server sent a request to its own mount at start:\n%s", log)
+	}
+}
+
+// TestCLIDefaultLogGoesWithMount checks that a server logging to its
+// default place (one file per mountpoint in the runtime directory) removes
+// that log at a clean unmount when it holds nothing but "mounted" and
+// "unmounted", and keeps it when it holds more (here, --debug's requests).
+func TestCLIDefaultLogGoesWithMount(t *testing.T) {
+	t.Parallel()
+	requireFUSE(t)
+	s := newCLIStack(t)
+	for _, debug := range []bool{false, true} {
+		mnt := cliNewMountpoint(t)
+		args := []string{"mount", "-l", s.a, mnt}
+		if debug {
+			args = []string{"mount", "--debug", "-l", s.a, mnt}
+		}
+		cliMountArgs(t, mnt, args...)
+		out, _, exit := runUnionfs(t, "inspect", mnt)
+		var rec struct{ LogFile string }
+		if exit != 0 || json.Unmarshal([]byte(out), &rec) != nil || rec.LogFile == "" {
+			t.Fatalf("debug %v: inspect: exit %d, log file %q\n%s", debug, exit, rec.LogFile, out)
+		}
+		if _, err := os.Stat(rec.LogFile); err != nil {
+			t.Fatalf("debug %v: the mount's log: %v", debug, err)
+		}
+		if got, err := readString(filepath.Join(mnt, "only-a")); err != nil || got != "a" {
+			t.Fatalf("debug %v: read only-a: %q, %v", debug, got, err)
+		}
+		unmountUnion(t, mnt, t.Fatalf)
+		data, err := os.ReadFile(rec.LogFile)
+		switch {
+		case !debug && !errors.Is(err, os.ErrNotExist):
+			t.Errorf("after a clean unmount the routine log %s is still there (%v):\n%s", rec.LogFile, err, data)
+		case debug && err != nil:
+			t.Errorf("the log of a --debug mount is gone after unmount: %v", err)
+		case debug && !strings.Contains(string(data), "only-a"):
+			t.Errorf("the kept --debug log has no request for only-a:\n%s", data)
+		}
+		os.Remove(rec.LogFile)
 	}
 }
 

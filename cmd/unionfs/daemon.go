@@ -16,6 +16,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -229,6 +230,7 @@ func startDaemon(job daemonArgs, logFile string) error {
 func serve(cfg ufs.Config, vols []mountVolume, args []string, image string) error {
 	var ready *os.File
 	logFile := ""
+	var logLines *lineCounter // this run's lines in a log of its own, else nil
 	if isDaemonChild() {
 		closeFdTablePlaceholder()
 		ready = os.NewFile(3, "ready")
@@ -238,7 +240,12 @@ func serve(cfg ufs.Config, vols []mountVolume, args []string, image string) erro
 			return reportReady(ready, fmt.Errorf("open log file: %w", err))
 		}
 		defer lf.Close()
-		cfg.Logger = log.New(lf, "unionfs: ", log.LstdFlags)
+		var out io.Writer = lf
+		if fi, err := lf.Stat(); err == nil && fi.Size() == 0 && logFile == recordPath(cfg.Mountpoint, ".log") {
+			logLines = &lineCounter{w: lf}
+			out = logLines
+		}
+		cfg.Logger = log.New(out, "unionfs: ", log.LstdFlags)
 		// A crash of the background server should leave its trace.
 		debug.SetCrashOutput(lf, debug.CrashOptions{})
 		// Paths are absolute by now; do not keep the caller's directory busy.
@@ -305,7 +312,25 @@ func serve(cfg ufs.Config, vols []mountVolume, args []string, image string) erro
 		return err
 	}
 	cfg.Logger.Printf("unmounted %s", cfg.Mountpoint)
+	// A default log (one per mountpoint, in the runtime directory) that
+	// holds nothing but "mounted" and "unmounted" goes with the mount:
+	// podman mounts a new path for every container.
+	if logLines != nil && logLines.n.Load() == 2 {
+		os.Remove(logFile)
+	}
 	return nil
+}
+
+// lineCounter counts the log lines written through it (log.Logger writes
+// one line per Write).
+type lineCounter struct {
+	w io.Writer
+	n atomic.Int64
+}
+
+func (c *lineCounter) Write(p []byte) (int, error) {
+	c.n.Add(1)
+	return c.w.Write(p)
 }
 
 // reportReady tells the waiting parent the outcome of the mount and returns
