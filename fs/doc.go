@@ -17,10 +17,15 @@
 //     kernel may cache entries and attributes for long.
 //   - The upper changes only through this server. Its entries are always
 //     read live; its records (whiteouts, opaque directories, redirects)
-//     live in the state database and, mirrored, in Union.records. The
-//     database is written first, so the union never shows what a crash
-//     would take back — except for a directory rename, where the upper
-//     rename goes first (see Rename) so that a crash hides nothing.
+//     live in the state database and, mirrored, in Union.records. Record
+//     changes are committed in batches (journal): a crash may take back the
+//     last few of them, which then read as not done. Where an upper change
+//     relies on a record, the record reaches the disk first: a whiteout
+//     before the upper entry it replaces is removed (unless that entry is a
+//     directory this mount copied up only to hold its times, see
+//     dirState.timesOnly), so a crash never brings back a lower entry older
+//     than what the upper held. A directory rename is the exception: the
+//     upper rename goes first (see Rename) so that a crash hides nothing.
 //   - An upper entry always wins over a record at the same path; a record
 //     with Opaque set at a path where the upper has nothing is a whiteout.
 //   - A node's union inode number never changes: a copied-up file keeps its
