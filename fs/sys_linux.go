@@ -51,7 +51,9 @@ var noFchmodat2 atomic.Bool
 // fchmodAt changes the mode of name beneath dirfd as fchmodat2(2) with
 // flags (AT_SYMLINK_NOFOLLOW, AT_EMPTY_PATH for name ""). Older kernels
 // have no flags for it: there it opens name without following it and
-// changes the mode through the descriptor's /proc path.
+// changes the mode through the descriptor's /proc path. A seccomp filter
+// that predates fchmodat2 may answer EPERM rather than ENOSYS: an EPERM
+// that the /proc path does not repeat turns fchmodat2 off too.
 func fchmodAt(dirfd int, name string, mode uint32, flags int) error {
 	if !noFchmodat2.Load() {
 		p, err := unix.BytePtrFromString(name)
@@ -68,12 +70,24 @@ func fchmodAt(dirfd int, name string, mode uint32, flags int) error {
 				continue
 			case unix.ENOSYS:
 				noFchmodat2.Store(true)
+			case unix.EPERM:
+				if err := fchmodProc(dirfd, name, mode); err != nil {
+					return err
+				}
+				noFchmodat2.Store(true)
+				return nil
 			default:
 				return errno
 			}
 			break
 		}
 	}
+	return fchmodProc(dirfd, name, mode)
+}
+
+// fchmodProc changes the mode of name beneath dirfd (dirfd itself for
+// name "") through a /proc path, without following a final symlink.
+func fchmodProc(dirfd int, name string, mode uint32) error {
 	if name == "" {
 		return unix.Fchmodat(unix.AT_FDCWD, procPath(dirfd, ""), mode, 0)
 	}
