@@ -29,16 +29,17 @@ type node struct {
 	cachedOpens atomic.Int32 // open handles the kernel does not pass through
 	detached    bool         // a scratch node of resolvePath, not in the tree
 
+	// Guarded by mu (declared after them so that the bools pack with the
+	// counter above):
+	removed bool // a lower-only file whose last name was removed: nlink 0
+	inUpper bool // an entry exists in the upper at the node's path
 	mu      sync.Mutex
-	removed bool     // a lower-only file whose last name was removed: nlink 0
-	inUpper bool     // an entry exists in the upper at the node's path
 	lower   lowerRef // topmost lower entry; layer is nil when there is none
 
-	// What only some nodes have lives behind pointers, nil for the rest:
+	// What only directories have lives behind a pointer, nil for the rest:
 	// most nodes are plain files, and a mount may hold hundreds of
-	// thousands of them.
-	dir *dirState // directories
-	tmp *tmpFile  // an O_TMPFILE file not linked anywhere yet (see Tmpfile)
+	// thousands of them. An O_TMPFILE file's descriptor is in Union.tmps.
+	dir *dirState
 }
 
 // dirState is the part of a node only directories have.

@@ -24,7 +24,11 @@ const cacheTimeout = time.Hour
 
 // Union is one mounted union: the layer stack and the upper's state.
 type Union struct {
-	cfg    Config
+	cfg Config
+	// tmps holds the descriptors of O_TMPFILE files (see Tmpfile), by
+	// node, until the kernel forgets the node: rare enough not to cost
+	// every node a field.
+	tmps   sync.Map
 	layers []*layer // the whole stack, top first; layers[0] is the upper if there is one
 	upper  *layer   // nil for a read-only mount
 	inos   *inoMap

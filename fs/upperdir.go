@@ -134,7 +134,7 @@ func (n *node) selfAt(fn func(dirfd int, name string) error) error {
 	}
 	name, parent := n.Parent()
 	if parent == nil {
-		if t := n.tmp; t != nil {
+		if t := n.tmpFile(); t != nil {
 			t.mu.RLock()
 			defer t.mu.RUnlock()
 			if t.fd > 0 {
@@ -159,9 +159,19 @@ func (n *node) OnForget() {
 	if d := n.dir; d != nil {
 		closeHeld(&d.ufdMu, &d.ufd)
 	}
-	if t := n.tmp; t != nil {
+	if v, ok := n.u.tmps.LoadAndDelete(n); ok {
+		t := v.(*tmpFile)
 		closeHeld(&t.mu, &t.fd)
 	}
+}
+
+// tmpFile returns the O_TMPFILE descriptor holder of a node made by
+// Tmpfile, nil for every other node.
+func (n *node) tmpFile() *tmpFile {
+	if v, ok := n.u.tmps.Load(n); ok {
+		return v.(*tmpFile)
+	}
+	return nil
 }
 
 // closeHeld closes *fd, which users read under mu, once none uses it.
