@@ -50,6 +50,10 @@ type dirState struct {
 	// withUpperDir); 0 until opened. ufdMu is held while it is used.
 	ufdMu sync.RWMutex
 	ufd   int
+	// pinned: the directory is being removed or replaced, and its ufd
+	// must stay open for the processes that still hold it (see
+	// pinUpperDir); others may be closed to stay within ufdBudget.
+	pinned atomic.Bool
 
 	indexMu    sync.Mutex  // held while index is built
 	leanListed atomic.Bool // a listing left some files without attributes

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"errors"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -34,17 +35,124 @@ func (n *node) withUpperDir(fn func(fd int) error) error {
 		}
 		d.ufdMu.RUnlock()
 		fd, err := n.openUpperDir()
+		if errors.Is(err, unix.EMFILE) && openUfds.shed(d) {
+			fd, err = n.openUpperDir()
+		}
 		if err != nil {
 			return err
 		}
 		d.ufdMu.Lock()
-		if d.ufd > 0 {
-			unix.Close(fd) // another caller was quicker
-		} else {
+		opened := d.ufd <= 0
+		if opened {
 			d.ufd = fd
+		} else {
+			unix.Close(fd) // another caller was quicker
 		}
 		d.ufdMu.Unlock()
+		if opened {
+			openUfds.add(d)
+		}
 	}
+}
+
+// openUfds keeps the number of upper-directory descriptors within a share
+// of the process's descriptor limit: a tree with more directories than that
+// (a build, node_modules) would otherwise make every later open fail with
+// EMFILE. Over the share, descriptors of directories no call is using are
+// closed, in no particular order; they reopen from their parent's on next
+// use, at any depth.
+var openUfds ufdSet
+
+type ufdSet struct {
+	once sync.Once
+	max  int
+
+	mu   sync.Mutex
+	open map[*dirState]struct{}
+}
+
+// ufdBudget is a quarter of the descriptor limit (Go raises the soft limit
+// to the hard one at start), at least 64 and at most 65,536.
+func ufdBudget() int {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 1024
+	}
+	return int(min(max(lim.Cur/4, 64), 1<<16))
+}
+
+func (s *ufdSet) init() {
+	s.once.Do(func() {
+		s.max = ufdBudget()
+		s.open = make(map[*dirState]struct{})
+	})
+}
+
+// add records that d's descriptor is open, and closes others if that puts
+// the set over its budget.
+func (s *ufdSet) add(d *dirState) {
+	s.init()
+	s.mu.Lock()
+	s.open[d] = struct{}{}
+	over := len(s.open) - s.max
+	s.mu.Unlock()
+	if over > 0 {
+		s.evict(d, over+s.max/16) // in batches: fewer passes over the set
+	}
+}
+
+// shed closes up to half of the open descriptors but keep's, after an
+// EMFILE; it reports whether it closed any.
+func (s *ufdSet) shed(keep *dirState) bool {
+	s.init()
+	s.mu.Lock()
+	n := len(s.open) / 2
+	s.mu.Unlock()
+	return n > 0 && s.evict(keep, n) > 0
+}
+
+// evict closes up to n descriptors other than keep's that no call holds
+// and no removal pinned, and returns how many it closed.
+func (s *ufdSet) evict(keep *dirState, n int) int {
+	s.mu.Lock()
+	var victims []*dirState
+	for v := range s.open {
+		if len(victims) == n {
+			break
+		}
+		if v != keep && !v.pinned.Load() {
+			victims = append(victims, v)
+			delete(s.open, v)
+		}
+	}
+	s.mu.Unlock()
+	closed := 0
+	for _, v := range victims {
+		if v.ufdMu.TryLock() {
+			if v.ufd > 0 {
+				unix.Close(v.ufd)
+				v.ufd = 0
+				closed++
+			}
+			v.ufdMu.Unlock()
+			continue
+		}
+		// In use: it stays open, and counted. (If its node was being
+		// forgotten, the entry is stale: a later eviction finds no
+		// descriptor and drops it.)
+		s.mu.Lock()
+		s.open[v] = struct{}{}
+		s.mu.Unlock()
+	}
+	return closed
+}
+
+// remove forgets d, whose descriptor its node has closed.
+func (s *ufdSet) remove(d *dirState) {
+	s.init()
+	s.mu.Lock()
+	delete(s.open, d)
+	s.mu.Unlock()
 }
 
 // openUpperDir opens the directory's upper copy through its parent's, and
@@ -88,6 +196,9 @@ func (n *node) sameFile(st *unix.Stat_t, gen uint64) bool {
 // still holds answers, with st_nlink 0, as on a local filesystem.
 func (n *node) pinUpperDir() {
 	if n.IsDir() && n.hasUpper() {
+		if d := n.dir; d != nil {
+			d.pinned.Store(true)
+		}
 		n.withUpperDir(func(int) error { return nil })
 	}
 }
@@ -158,6 +269,7 @@ func (n *node) selfAt(fn func(dirfd int, name string) error) error {
 func (n *node) OnForget() {
 	if d := n.dir; d != nil {
 		closeHeld(&d.ufdMu, &d.ufd)
+		openUfds.remove(d)
 	}
 	if v, ok := n.u.tmps.LoadAndDelete(n); ok {
 		t := v.(*tmpFile)

@@ -964,6 +964,77 @@ func TestCLIDefaultLogGoesWithMount(t *testing.T) {
 	}
 }
 
+// TestCLIManyDirsLowFileLimit creates more directories in the upper than
+// the server's descriptor limit allows it to hold open, and a chain of
+// nested ones, and uses them all again: the server keeps a descriptor per
+// upper directory it knows, and must close some rather than fail with
+// EMFILE.
+func TestCLIManyDirsLowFileLimit(t *testing.T) {
+	t.Parallel()
+	requireFUSE(t)
+	s := newCLIStack(t)
+	mnt := cliNewMountpoint(t)
+	res, err := runCommand(commandTimeout, "sh", "-c", `ulimit -n 200 && exec "$0" mount -l "$1" -u "$2" -w "$3" "$4"`,
+		requireBinary(t), s.a, s.upper, s.work, mnt)
+	t.Cleanup(func() {
+		if _, mounted := mountedFS(t, mnt); mounted {
+			unmountUnion(t, mnt, t.Errorf)
+		}
+	})
+	if err != nil || res.exit != 0 {
+		t.Fatalf("unionfs mount under ulimit -n 200: exit %d, %v\nstderr:\n%s", res.exit, err, res.stderr)
+	}
+	deep := mnt
+	for range 60 {
+		deep = filepath.Join(deep, "n")
+	}
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatalf("mkdir a chain of 60: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(deep, "f"), []byte("deep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const dirs = 500
+	for i := range dirs {
+		d := filepath.Join(mnt, fmt.Sprintf("d%d", i))
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatalf("mkdir d%d: %v", i, err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "f"), []byte(fmt.Sprint(i)), 0o644); err != nil {
+			t.Fatalf("write d%d/f: %v", i, err)
+		}
+	}
+	for i := range dirs {
+		p := filepath.Join(mnt, fmt.Sprintf("d%d", i), "g")
+		if err := os.WriteFile(p, []byte("again"), 0o644); err != nil {
+			t.Fatalf("write %s after %d others: %v", p, dirs, err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(deep, "g"), []byte("deep"), 0o644); err != nil {
+		t.Errorf("write at the bottom of the chain again: %v", err)
+	}
+	if got, err := readString(filepath.Join(deep, "f")); err != nil || got != "deep" {
+		t.Errorf("read at the bottom of the chain: %q, %v", got, err)
+	}
+	pids := cliServerPIDs(t, mnt)
+	if len(pids) != 1 {
+		t.Fatalf("processes serving %s: %v", mnt, pids)
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pids[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fds) > 150 {
+		t.Errorf("the server holds %d descriptors under a limit of 200", len(fds))
+	}
+	unmountUnion(t, mnt, t.Fatalf)
+	for _, i := range []int{0, dirs - 1} {
+		if got, err := readString(filepath.Join(s.upper, fmt.Sprintf("d%d", i), "g")); err != nil || got != "again" {
+			t.Errorf("upper d%d/g: %q, %v", i, got, err)
+		}
+	}
+}
+
 // TestCLILowFileLimit mounts under descriptor limits too low for the
 // server's usual start (a 1024-slot table, see TestCLIDaemonReturnsWhenLive):
 // it must still start, with the largest table the limit allows.
