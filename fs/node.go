@@ -28,9 +28,10 @@ type node struct {
 
 	cachedOpens atomic.Int32 // open handles the kernel does not pass through
 	detached    bool         // a scratch node of resolvePath, not in the tree
+	tmp         bool         // made by Tmpfile: its descriptor is in Union.tmps
 
-	// Guarded by mu (declared after them so that the bools pack with the
-	// counter above):
+	// Guarded by mu (declared here so that the bools pack with the counter
+	// above):
 	removed bool // a lower-only file whose last name was removed: nlink 0
 	inUpper bool // an entry exists in the upper at the node's path
 	mu      sync.Mutex

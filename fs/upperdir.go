@@ -267,31 +267,38 @@ func (n *node) selfAt(fn func(dirfd int, name string) error) error {
 
 // OnForget closes the upper descriptor when the kernel drops the node.
 func (n *node) OnForget() {
-	if d := n.dir; d != nil {
-		closeHeld(&d.ufdMu, &d.ufd)
+	if d := n.dir; d != nil && closeHeld(&d.ufdMu, &d.ufd) {
 		openUfds.remove(d)
 	}
-	if v, ok := n.u.tmps.LoadAndDelete(n); ok {
-		t := v.(*tmpFile)
-		closeHeld(&t.mu, &t.fd)
+	if n.tmp {
+		if v, ok := n.u.tmps.LoadAndDelete(n); ok {
+			t := v.(*tmpFile)
+			closeHeld(&t.mu, &t.fd)
+		}
 	}
 }
 
 // tmpFile returns the O_TMPFILE descriptor holder of a node made by
 // Tmpfile, nil for every other node.
 func (n *node) tmpFile() *tmpFile {
+	if !n.tmp {
+		return nil
+	}
 	if v, ok := n.u.tmps.Load(n); ok {
 		return v.(*tmpFile)
 	}
 	return nil
 }
 
-// closeHeld closes *fd, which users read under mu, once none uses it.
-func closeHeld(mu *sync.RWMutex, fd *int) {
+// closeHeld closes *fd, which users read under mu, once none uses it, and
+// reports whether there was one to close.
+func closeHeld(mu *sync.RWMutex, fd *int) bool {
 	mu.Lock()
 	defer mu.Unlock()
-	if *fd > 0 {
-		unix.Close(*fd)
-		*fd = 0
+	if *fd <= 0 {
+		return false
 	}
+	unix.Close(*fd)
+	*fd = 0
+	return true
 }

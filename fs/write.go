@@ -328,7 +328,7 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 		return nil, nil, 0, toErrno(err)
 	}
 	ino, gen := n.u.ident(r)
-	child := &node{u: n.u, ino: ino, gen: gen, inUpper: true}
+	child := &node{u: n.u, ino: ino, gen: gen, inUpper: true, tmp: true}
 	n.u.tmps.Store(child, &tmpFile{fd: keep})
 	child.fillAttr(&r.st, &out.Attr)
 	ch := n.NewInode(ctx, child, gofs.StableAttr{Mode: unix.S_IFREG, Ino: ino, Gen: gen})
