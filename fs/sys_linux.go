@@ -55,34 +55,32 @@ var noFchmodat2 atomic.Bool
 // that predates fchmodat2 may answer EPERM rather than ENOSYS: an EPERM
 // that the /proc path does not repeat turns fchmodat2 off too.
 func fchmodAt(dirfd int, name string, mode uint32, flags int) error {
-	if !noFchmodat2.Load() {
-		p, err := unix.BytePtrFromString(name)
-		if err != nil {
-			return err
-		}
-		for {
-			_, _, errno := unix.Syscall6(unix.SYS_FCHMODAT2, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
-				uintptr(mode), uintptr(flags), 0, 0)
-			switch errno {
-			case 0:
-				return nil
-			case unix.EINTR:
-				continue
-			case unix.ENOSYS:
-				noFchmodat2.Store(true)
-			case unix.EPERM:
-				if err := fchmodProc(dirfd, name, mode); err != nil {
-					return err
-				}
-				noFchmodat2.Store(true)
-				return nil
-			default:
-				return errno
-			}
-			break
-		}
+	if noFchmodat2.Load() {
+		return fchmodProc(dirfd, name, mode)
 	}
-	return fchmodProc(dirfd, name, mode)
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return err
+	}
+	errno := unix.EINTR
+	for errno == unix.EINTR {
+		_, _, errno = unix.Syscall6(unix.SYS_FCHMODAT2, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
+			uintptr(mode), uintptr(flags), 0, 0)
+	}
+	switch errno {
+	case 0:
+		return nil
+	case unix.ENOSYS:
+		noFchmodat2.Store(true)
+		return fchmodProc(dirfd, name, mode)
+	case unix.EPERM:
+		if err := fchmodProc(dirfd, name, mode); err != nil {
+			return err // a real EPERM: fchmodat2 stays on
+		}
+		noFchmodat2.Store(true)
+		return nil
+	}
+	return errno
 }
 
 // fchmodProc changes the mode of name beneath dirfd (dirfd itself for
