@@ -195,15 +195,15 @@ func startDaemon(job daemonArgs, logFile string) error {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		return cmd
 	}
-	cmd := newCmd(nil, 0)
+	cmd, placeheld := newCmd(nil, 0), false
 	if fd, ok := fdTablePlaceholder(len(job.Config.Lowers) + len(job.Volumes)); ok {
 		if null, err := os.Open(os.DevNull); err == nil {
 			defer null.Close()
-			cmd = newCmd(null, fd)
+			cmd, placeheld = newCmd(null, fd), true
 		}
 	}
 	err = cmd.Start()
-	if err != nil && cmd.ExtraFiles[len(cmd.ExtraFiles)-1] != w {
+	if err != nil && placeheld {
 		// The placeholder is an optimisation: never fail for it.
 		cmd = newCmd(nil, 0)
 		err = cmd.Start()
