@@ -1,19 +1,16 @@
 package fs
 
 import (
-	"context"
 	"syscall"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
 
-func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+func (n *node) Setattr(h *fileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if errno := n.u.writable(); errno != 0 {
 		return errno
 	}
-	h, _ := fh.(*fileHandle)
 	if h == nil || !h.upper {
 		size, truncating := in.GetSize()
 		if errno := n.copyUpOpt(truncating && size == 0); errno != 0 {
@@ -27,7 +24,7 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	// no name left. Otherwise by name, beneath the parent's upper
 	// descriptor: a chmod, chown or utimes opens nothing (tar makes three
 	// such calls per file).
-	noTruncate := n.IsDir() || n.StableAttr().Mode == syscall.S_IFLNK
+	noTruncate := n.isDir() || n.fileType() == syscall.S_IFLNK
 	var st unix.Stat_t
 	var err error
 	if h != nil && h.upper {
@@ -148,11 +145,11 @@ func truncateFd(fd int, size int64) error {
 	return unix.Ftruncate(wfd, size)
 }
 
-func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+func (n *node) Setxattr(attr string, data []byte, flags uint32) syscall.Errno {
 	if isPrivateXattr(attr) {
 		return syscall.EOPNOTSUPP
 	}
-	if errno := n.copyUp(ctx); errno != 0 {
+	if errno := n.copyUp(); errno != 0 {
 		return errno
 	}
 	n.metadataChanged()
@@ -161,16 +158,16 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	}))
 }
 
-func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+func (n *node) Removexattr(attr string) syscall.Errno {
 	if isPrivateXattr(attr) {
 		return syscall.EOPNOTSUPP
 	}
 	// Removing an attribute the file does not have changes nothing and
 	// needs no copy-up.
-	if _, errno := n.Getxattr(ctx, attr, nil); errno != 0 {
+	if _, errno := n.Getxattr(attr, nil); errno != 0 {
 		return errno
 	}
-	if errno := n.copyUp(ctx); errno != 0 {
+	if errno := n.copyUp(); errno != 0 {
 		return errno
 	}
 	n.metadataChanged()
@@ -179,12 +176,8 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	}))
 }
 
-func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn uint64, out *gofs.Inode, fhOut gofs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
-	hin, ok1 := fhIn.(*fileHandle)
-	hout, ok2 := fhOut.(*fileHandle)
-	if !ok1 || !ok2 {
-		return 0, syscall.EXDEV
-	}
+// copyFileRange copies between two open files of the union.
+func copyFileRange(hin *fileHandle, offIn uint64, hout *fileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
 	inFd, errno := hin.readFd()
 	if errno != 0 {
 		return 0, errno

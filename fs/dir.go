@@ -11,19 +11,13 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
 
-var (
-	_ = (gofs.NodeLookuper)((*node)(nil))
-	_ = (gofs.NodeOpendirHandler)((*node)(nil))
-)
-
 // rootNode builds the node of the union's root directory.
 func (u *Union) rootNode() (*node, error) {
-	n := &node{u: u, inUpper: u.upper != nil, dir: &dirState{}}
+	n := &node{u: u, inUpper: u.upper != nil, typ: unix.S_IFDIR >> 12, dir: &dirState{}}
 	rec, _ := u.upperRecord("")
 	if u.upper == nil || !rec.Opaque {
 		for _, l := range u.lowers() {
@@ -226,18 +220,19 @@ func (u *Union) ident(r *resolved) (ino, gen uint64) {
 	return u.inos.ino(r.st.Dev, r.st.Ino), r.gen
 }
 
-func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+// Lookup resolves a name the kernel asks for.
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*node, syscall.Errno) {
 	n.u.nsMu.RLock()
 	defer n.u.nsMu.RUnlock()
 	ch, errno := n.lookup(ctx, name, out)
-	if ch != nil && n.dir != nil && n.dir.leanListed.Load() && !ch.IsDir() {
+	if ch != nil && n.dir != nil && n.dir.leanListed.Load() && !ch.isDir() {
 		n.u.plus.missed()
 	}
 	return ch, errno
 }
 
 // lookup is Lookup for callers that hold nsMu already.
-func (n *node) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+func (n *node) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*node, syscall.Errno) {
 	r, err := n.resolve(name)
 	if err != nil {
 		if n.u.volume && err == unix.ENOENT {
@@ -249,14 +244,15 @@ func (n *node) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	return n.newChild(ctx, r, out), 0
 }
 
-// newChild makes (or finds, for a hard link seen before) the node of a
-// resolved entry and fills out from it.
-func (n *node) newChild(ctx context.Context, r *resolved, out *fuse.EntryOut) *gofs.Inode {
+// newChild makes the node of a resolved entry and fills out from it; the
+// kernel's tree takes it, or the node it has for the same file, when out
+// is answered (kernel.register).
+func (n *node) newChild(ctx context.Context, r *resolved, out *fuse.EntryOut) *node {
 	if r.volume != nil {
 		root := r.volume.root
 		root.fillAttr(&r.st, &out.Attr)
 		setVolumeTimeouts(out)
-		return n.NewInode(ctx, root, gofs.StableAttr{Mode: unix.S_IFDIR, Ino: root.ino})
+		return root
 	}
 	if n.u.volume {
 		setVolumeTimeouts(out)
@@ -264,9 +260,9 @@ func (n *node) newChild(ctx context.Context, r *resolved, out *fuse.EntryOut) *g
 	ino, gen := n.u.ident(r)
 	if r.virtual {
 		st := r.st
-		child := &node{u: n.u, ino: r.st.Ino, dir: &dirState{virtual: &st}}
+		child := &node{u: n.u, ino: r.st.Ino, typ: unix.S_IFDIR >> 12, dir: &dirState{virtual: &st}}
 		child.fillAttr(&r.st, &out.Attr)
-		return n.NewInode(ctx, child, gofs.StableAttr{Mode: unix.S_IFDIR, Ino: child.ino})
+		return child
 	}
 	child := &node{
 		u:       n.u,
@@ -274,25 +270,13 @@ func (n *node) newChild(ctx context.Context, r *resolved, out *fuse.EntryOut) *g
 		gen:     gen,
 		inUpper: r.inUpper,
 		lower:   r.lower,
+		typ:     uint8(r.st.Mode & unix.S_IFMT >> 12),
 	}
 	if isDirMode(r.st.Mode) {
 		child.dir = &dirState{lowers: r.lowers}
 	}
 	child.fillAttr(&r.st, &out.Attr)
-	return n.NewInode(ctx, child, gofs.StableAttr{Mode: r.st.Mode & unix.S_IFMT, Ino: ino, Gen: gen})
-}
-
-func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	// Mostly handlelessDirs opens directories, for one request each, and
-	// the flags do not matter. On kernels before 5.1 the kernel opens them:
-	// changes made through the mount invalidate its copy of a listing, and
-	// lower layers never change, so it may keep it; a volume may change
-	// behind the mount's back.
-	var fuseFlags uint32
-	if !n.u.volume {
-		fuseFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
-	}
-	return &dirHandle{n: n}, fuseFlags, 0
+	return child
 }
 
 // listing returns the merged directory listing: the upper's entries, then
@@ -401,11 +385,11 @@ func setVolumeTimeouts(out *fuse.EntryOut) {
 }
 
 func (n *node) parentIno() uint64 {
-	_, p := n.Parent()
+	p, _ := n.parentName()
 	if p == nil {
 		return n.ino
 	}
-	return p.StableAttr().Ino
+	return p.ino
 }
 
 // A listing is a directory's entries sorted by their offset cookies (see
@@ -506,13 +490,56 @@ func (n *node) endPass(l *listing) {
 	n.mu.Unlock()
 }
 
-// dirHandle serves one READDIR or READDIRPLUS request (see handlelessDirs):
-// go-fuse calls Seekdir first when the request's offset is not 0.
-type dirHandle struct {
-	n    *node
-	l    *listing
-	pos  int
-	plus uint8 // plusUndecided, plusLean or plusFull: see lean
+// readDir answers READDIR and READDIRPLUS: the entries of the listing the
+// pass started with (see passListing), from the one after the request's
+// offset, as many as fit.
+func (k *kernel) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
+	n, st := k.dirNode(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	var l *listing
+	var err error
+	if in.Offset == 0 {
+		l, err = n.startPass()
+	} else {
+		l, err = n.passListing(in.Offset)
+	}
+	if err != nil {
+		return status(toErrno(err))
+	}
+	if l == nil {
+		return fuse.OK // the end
+	}
+	pos := 0
+	if in.Offset != 0 {
+		pos, _ = slices.BinarySearchFunc(l.ents, in.Offset+1, func(e fuse.DirEntry, t uint64) int {
+			return cmp.Compare(e.Off, t)
+		})
+	}
+	ctx := ctxOf(&in.InHeader, cancel)
+	lean := plusUndecided
+	for ; pos < len(l.ents); pos++ {
+		// The listing is shared: the list takes copies of its entries.
+		e := l.ents[pos]
+		if !plus {
+			if !out.AddDirEntry(e) {
+				return fuse.OK
+			}
+			continue
+		}
+		eo := out.AddDirLookupEntry(e)
+		if eo == nil {
+			return fuse.OK
+		}
+		if e.Name != "." && e.Name != ".." {
+			k.plusEntry(ctx, n, &e, eo, &lean, out)
+		}
+	}
+	if l.seq != 0 {
+		n.endPass(l)
+	}
+	return fuse.OK
 }
 
 const (
@@ -521,86 +548,45 @@ const (
 	plusFull
 )
 
-var (
-	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
-	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
-	_ = (gofs.FileLookuper)((*dirHandle)(nil))
-	_ = (gofs.FileFsyncdirer)((*dirHandle)(nil))
-)
-
-func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
-	if h.l == nil {
-		l, err := h.n.startPass()
-		if err != nil {
-			return nil, toErrno(err)
+// plusEntry fills in the node and attributes of one READDIRPLUS entry, or
+// leaves them zero. An entry the kernel already has a node for gets none
+// (a zero node ID, which the kernel takes as "nothing to add"): its cached
+// attributes are valid, as every change goes through the mount, and a stat
+// per entry is the bulk of a listing's cost. Files get attributes only
+// while the union's readers want them (see plusPolicy; lean is decided
+// once per request); directories always do, so that a walk descends
+// without a LOOKUP each.
+func (k *kernel) plusEntry(ctx *fuse.Context, n *node, e *fuse.DirEntry, eo *fuse.EntryOut, lean *int, out *fuse.DirEntryList) {
+	if n.knownChild(e.Name) != nil {
+		return
+	}
+	if e.Mode&unix.S_IFMT != unix.S_IFDIR {
+		if *lean == plusUndecided {
+			*lean = plusFull
+			if n.u.plus.lean() {
+				*lean = plusLean
+			}
 		}
-		h.l = l
-	}
-	if h.pos >= len(h.l.ents) {
-		if h.l.seq != 0 {
-			h.n.endPass(h.l)
+		if *lean == plusLean {
+			n.u.plus.skipped()
+			if !n.dir.leanListed.Load() {
+				n.dir.leanListed.Store(true)
+			}
+			return
 		}
-		return nil, 0
-	}
-	// go-fuse copies the entry and keeps its offset (never 0 here), so
-	// the shared listing is handed out as it is.
-	h.pos++
-	return &h.l.ents[h.pos-1], 0
-}
-
-func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	if off == 0 {
-		h.l, h.pos = nil, 0
-		return 0
-	}
-	l, err := h.n.passListing(off)
-	if err != nil {
-		return toErrno(err)
-	}
-	if l == nil {
-		h.l, h.pos = &listing{}, 0 // the end
-		return 0
-	}
-	h.l = l
-	h.pos, _ = slices.BinarySearchFunc(l.ents, off+1, func(e fuse.DirEntry, t uint64) int {
-		return cmp.Compare(e.Off, t)
-	})
-	return 0
-}
-
-// Lookup answers READDIRPLUS for the entry just listed. An entry the
-// kernel already has a node for gets no attributes (a zero node ID, which
-// the kernel takes as "nothing to add"): its cached attributes are valid,
-// as every change goes through the mount, and a stat per entry is the
-// bulk of a listing's cost. Files get attributes only while the union's
-// readers want them (see plusPolicy); directories always do, so that a
-// walk descends without a LOOKUP each.
-func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if h.n.GetChild(name) != nil {
-		return nil, syscall.EEXIST
-	}
-	if h.pos > 0 && h.l.ents[h.pos-1].Mode&unix.S_IFMT != unix.S_IFDIR && h.lean() {
-		h.n.u.plus.skipped()
-		if !h.n.dir.leanListed.Load() {
-			h.n.dir.leanListed.Store(true)
-		}
-		return nil, syscall.EEXIST
 	}
 	// Not n.Lookup: that counts a LOOKUP the kernel sent.
-	h.n.u.nsMu.RLock()
-	defer h.n.u.nsMu.RUnlock()
-	return h.n.lookup(ctx, name, out)
-}
-
-// lean tells whether this request lists files without attributes.
-func (h *dirHandle) lean() bool {
-	if h.plus == plusUndecided {
-		h.plus = plusFull
-		if h.n.u.plus.lean() {
-			h.plus = plusLean
-		}
+	n.u.nsMu.RLock()
+	child, errno := n.lookup(ctx, e.Name, eo)
+	n.u.nsMu.RUnlock()
+	if errno != 0 {
+		*eo = fuse.EntryOut{}
+		return
 	}
-	return h.plus == plusLean
+	c := k.entryOut(n, e.Name, child, eo)
+	if e.Mode&unix.S_IFMT != c.fileType() {
+		out.FixMode(c.fileType()) // the entry changed since the listing
+	}
 }
 
 // plusPolicy decides whether READDIRPLUS stats files. A walk that only
@@ -645,17 +631,18 @@ func (p *plusPolicy) add(d int32) {
 	}
 }
 
-func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
-	if !h.n.hasUpper() {
+// fsyncDir makes the directory's entries durable.
+func (n *node) fsyncDir() syscall.Errno {
+	if !n.hasUpper() {
 		return 0
 	}
 	// The directory's whiteouts and renames are part of it.
-	if j := h.n.u.journal; j != nil {
+	if j := n.u.journal; j != nil {
 		if err := j.flush(); err != nil {
 			return syscall.EIO
 		}
 	}
-	return toErrno(h.n.withUpperDir(func(dfd int) error {
+	return toErrno(n.withUpperDir(func(dfd int) error {
 		fd, err := openBeneath(dfd, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		if err != nil {
 			return err

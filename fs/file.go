@@ -1,16 +1,12 @@
 package fs
 
 import (
-	"context"
 	"sync"
 	"syscall"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
-
-var _ = (gofs.NodeOpener)((*node)(nil))
 
 // openFlagsMask is what the server passes on to the real open: the kernel
 // has already applied O_CREAT/O_EXCL, computes O_APPEND offsets itself, and
@@ -26,7 +22,7 @@ func isWriteOpen(flags uint32) bool {
 	return flags&(unix.O_WRONLY|unix.O_RDWR|unix.O_TRUNC) != 0
 }
 
-func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+func (n *node) Open(flags uint32) (*fileHandle, uint32, syscall.Errno) {
 	if isWriteOpen(flags) {
 		if errno := n.u.writable(); errno != 0 {
 			return nil, 0, errno
@@ -95,25 +91,9 @@ type fileHandle struct {
 	fd          int
 	upper       bool
 	passthrough bool
+	backed      bool // the kernel holds a backing file for it (guarded by kernel.bmu)
 	stale       []int
 }
-
-var _ = (gofs.FilePassthroughFder)((*fileHandle)(nil))
-
-// PassthroughFd offers the descriptor for FUSE passthrough (see newHandle).
-func (h *fileHandle) PassthroughFd() (int, bool) {
-	return h.fd, h.passthrough
-}
-
-var (
-	_ = (gofs.FileReader)((*fileHandle)(nil))
-	_ = (gofs.FileWriter)((*fileHandle)(nil))
-	_ = (gofs.FileFlusher)((*fileHandle)(nil))
-	_ = (gofs.FileFsyncer)((*fileHandle)(nil))
-	_ = (gofs.FileReleaser)((*fileHandle)(nil))
-	_ = (gofs.FileLseeker)((*fileHandle)(nil))
-	_ = (gofs.FileAllocater)((*fileHandle)(nil))
-)
 
 // readFd returns the descriptor to read from, following a copy-up.
 func (h *fileHandle) readFd() (int, syscall.Errno) {
@@ -142,7 +122,7 @@ func (h *fileHandle) getFd() int {
 	return h.fd
 }
 
-func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+func (h *fileHandle) Read(dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	fd, errno := h.readFd()
 	if errno != 0 {
 		return nil, errno
@@ -150,8 +130,16 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 	return fuse.ReadResultFd(uintptr(fd), off, len(dest)), 0
 }
 
-func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	k, err := unix.Pwrite(h.getFd(), data, off)
+// Write writes data, which the request may bring in several pieces, at
+// off.
+func (h *fileHandle) Write(data [][]byte, off int64) (uint32, syscall.Errno) {
+	var k int
+	var err error
+	if len(data) == 1 {
+		k, err = unix.Pwrite(h.getFd(), data[0], off)
+	} else {
+		k, err = unix.Pwritev(h.getFd(), data, off)
+	}
 	if err != nil {
 		return 0, toErrno(err)
 	}
@@ -160,7 +148,7 @@ func (h *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 
 // Flush reports errors of close(2) on the real file (NFS-style backings
 // report write errors there) without closing the handle itself.
-func (h *fileHandle) Flush(ctx context.Context) syscall.Errno {
+func (h *fileHandle) Flush() syscall.Errno {
 	fd, err := unix.Dup(h.getFd())
 	if err != nil {
 		return toErrno(err)
@@ -171,7 +159,7 @@ func (h *fileHandle) Flush(ctx context.Context) syscall.Errno {
 // fsyncDataOnly is FUSE_FSYNC_FDATASYNC in the fsync request's flags.
 const fsyncDataOnly = 1
 
-func (h *fileHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+func (h *fileHandle) Fsync(flags uint32) syscall.Errno {
 	fd := h.getFd()
 	if flags&fsyncDataOnly != 0 {
 		return toErrno(unix.Fdatasync(fd))
@@ -179,7 +167,7 @@ func (h *fileHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	return toErrno(unix.Fsync(fd))
 }
 
-func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
+func (h *fileHandle) Release() syscall.Errno {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.passthrough && h.fd >= 0 {
@@ -193,7 +181,7 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 	return toErrno(err)
 }
 
-func (h *fileHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+func (h *fileHandle) Lseek(off uint64, whence uint32) (uint64, syscall.Errno) {
 	fd, errno := h.readFd()
 	if errno != 0 {
 		return 0, errno
@@ -205,7 +193,7 @@ func (h *fileHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint
 	return uint64(k), 0
 }
 
-func (h *fileHandle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
+func (h *fileHandle) Allocate(off, size uint64, mode uint32) syscall.Errno {
 	return toErrno(unix.Fallocate(h.getFd(), mode, int64(off), int64(size)))
 }
 

@@ -123,26 +123,13 @@ func (u *Union) resolvePath(p string) (*resolved, error) {
 		}
 		next := d.knownChild(c)
 		if next == nil {
-			next = &node{u: u, inUpper: r.inUpper, dir: &dirState{lowers: r.lowers}, detached: true}
+			next = &node{u: u, inUpper: r.inUpper, typ: unix.S_IFDIR >> 12, dir: &dirState{lowers: r.lowers}, detached: true}
 		}
 		d, dirPath = next, joinPath(dirPath, c)
 	}
 	return nil, unix.ENOENT
 }
 
-// knownChild returns the node of a child directory that is in the tree, if
-// this node is.
-func (n *node) knownChild(name string) *node {
-	if n.EmbeddedInode() == nil || !n.IsDir() {
-		return nil
-	}
-	if ch := n.GetChild(name); ch != nil {
-		if cn, ok := ch.Operations().(*node); ok {
-			return cn
-		}
-	}
-	return nil
-}
 
 // ensureUpperDir makes the directory at union path dir exist in the upper,
 // copying it and its parents up as needed.

@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -9,7 +8,6 @@ import (
 	"syscall"
 	"unsafe"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
@@ -19,19 +17,26 @@ import (
 // node is one file of the union: a directory merged from several layers, or
 // a non-directory taken from the topmost layer that has it.
 type node struct {
-	gofs.Inode
 	u   *Union
 	ino uint64 // the union inode number, fixed for the node's life
 	gen uint64 // with ino, the node's identity (see Union.ident)
 
+	// The kernel's view of the node, guarded by the mount's tree lock
+	// (kernel.mu, see tree.go):
+	id      uint64 // FUSE node ID; 0 while the kernel does not hold the node
+	lookups uint64 // the kernel's lookup count
+	parent  *node  // the directory of the node's (first) name; nil: none left
+	name    string
+
 	cu sync.Mutex // held while copying the node up, so that it happens once
 
 	cachedOpens atomic.Int32 // open handles the kernel does not pass through
+	typ         uint8        // the file type: S_IFMT >> 12
 	detached    bool         // a scratch node of resolvePath, not in the tree
 	tmp         bool         // made by Tmpfile: its descriptor is in Union.tmps
+	shared      bool         // in kernel.shared (guarded by kernel.mu)
 
-	// Guarded by mu (declared here so that the bools pack with the counter
-	// above):
+	// Guarded by mu (declared here so that the bools pack with the mutex):
 	removed bool // a lower-only file whose last name was removed: nlink 0
 	inUpper bool // an entry exists in the upper at the node's path
 	mu      sync.Mutex
@@ -65,6 +70,8 @@ type dirState struct {
 	// need not wait for its whiteout to be on disk (see remove).
 	timesOnly atomic.Bool
 
+	children map[string]*node // the names the kernel holds (guarded by kernel.mu)
+
 	// Guarded by the node's mu:
 	lowers  []lowerRef  // every lower dir merged into this one, top down
 	index   *lowerIndex // the merged lower listing, built on first use
@@ -83,14 +90,6 @@ type tmpFile struct {
 // isVirtual reports whether the node is a directory that exists only to
 // lead to a volume.
 func (n *node) isVirtual() bool { return n.dir != nil && n.dir.virtual != nil }
-
-var (
-	_ = (gofs.NodeGetattrer)((*node)(nil))
-	_ = (gofs.NodeStatfser)((*node)(nil))
-	_ = (gofs.NodeReadlinker)((*node)(nil))
-	_ = (gofs.NodeGetxattrer)((*node)(nil))
-	_ = (gofs.NodeListxattrer)((*node)(nil))
-)
 
 // where tells which real file backs the node right now.
 type where struct {
@@ -113,16 +112,17 @@ const orphanPath = StateDir + "/no-such-dir/orphan"
 // relPath is the node's path in the union, which is also its path in the
 // upper layer.
 func (n *node) relPath() string {
+	k := n.u.k
 	var parts []string
-	cur, root := &n.Inode, &n.u.root.Inode
-	for cur != root {
-		name, parent := cur.Parent()
-		if parent == nil {
+	k.mu.RLock()
+	for cur := n; cur != n.u.root; cur = cur.parent {
+		if cur.parent == nil {
+			k.mu.RUnlock()
 			return orphanPath
 		}
-		parts = append(parts, name)
-		cur = parent
+		parts = append(parts, cur.name)
 	}
+	k.mu.RUnlock()
 	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
 		parts[i], parts[j] = parts[j], parts[i]
 	}
@@ -161,7 +161,7 @@ func (n *node) lstat(st *unix.Stat_t) error {
 		w.lower.layer.applyMeta(w.lower.path, st)
 		return nil
 	}
-	if n.IsDir() && n.statOwnDir(st) {
+	if n.isDir() && n.statOwnDir(st) {
 		return nil
 	}
 	var gen uint64
@@ -218,8 +218,9 @@ func (n *node) isMerged() bool {
 	return len(n.dir.lowers) > 1
 }
 
-func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if h, ok := fh.(*fileHandle); ok {
+// Getattr reads the node's attributes, through h if it is open.
+func (n *node) Getattr(h *fileHandle, out *fuse.AttrOut) syscall.Errno {
+	if h != nil {
 		return h.getattr(out)
 	}
 	var st unix.Stat_t
@@ -233,7 +234,7 @@ func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 	return 0
 }
 
-func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+func (n *node) Statfs(out *fuse.StatfsOut) syscall.Errno {
 	l := n.u.layers[0]
 	var st syscall.Statfs_t
 	if err := syscall.Fstatfs(l.fd, &st); err != nil {
@@ -243,7 +244,7 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	return 0
 }
 
-func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+func (n *node) Readlink() ([]byte, syscall.Errno) {
 	if n.isVirtual() {
 		return nil, syscall.EINVAL
 	}
@@ -278,7 +279,7 @@ func isPrivateXattr(name string) bool {
 		strings.HasPrefix(name, whiteout.FuseOverlayfsPrefix)
 }
 
-func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+func (n *node) Getxattr(attr string, dest []byte) (uint32, syscall.Errno) {
 	if n.isVirtual() || isPrivateXattr(attr) {
 		return 0, syscall.ENODATA
 	}
@@ -302,7 +303,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	return uint32(k), 0
 }
 
-func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+func (n *node) Listxattr(dest []byte) (uint32, syscall.Errno) {
 	if n.isVirtual() {
 		return 0, 0
 	}
@@ -357,7 +358,8 @@ func (n *node) metaXattrs() map[string][]byte {
 }
 
 // toErrno converts an error from the layers into the errno FUSE returns,
-// looking through wrapping (go-fuse would turn a wrapped errno into ENOSYS).
+// looking through wrapping (fuse.ToStatus would turn a wrapped errno into
+// ENOSYS).
 func toErrno(err error) syscall.Errno {
 	if err == nil {
 		return 0
@@ -366,7 +368,7 @@ func toErrno(err error) syscall.Errno {
 	if errors.As(err, &errno) {
 		return errno
 	}
-	return gofs.ToErrno(err)
+	return syscall.Errno(fuse.ToStatus(err))
 }
 
 // The two Stat_t types are the same kernel structure.

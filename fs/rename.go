@@ -4,7 +4,6 @@ import (
 	"context"
 	"syscall"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
@@ -20,18 +19,14 @@ const swapPath = StateDir + "/swap"
 // moved without copying its subtree: the upper directory is moved and a
 // redirect record tells lookups where its lower half lives (overlayfs
 // redirect_dir). The old name gets a whiteout if a lower layer still has it.
-func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	np, ok := newParent.(*node)
-	if !ok {
-		return syscall.EXDEV
-	}
+func (n *node) Rename(name string, np *node, newName string, flags uint32) syscall.Errno {
 	if errno := crossesVolume(n, np); errno != 0 {
 		return errno
 	}
 	// Records are keyed by path: a directory rename changes paths beneath
 	// it and so excludes every other user of paths; other renames only
 	// exclude directory renames.
-	if ch := n.GetChild(name); ch == nil || ch.IsDir() {
+	if ch := n.knownChild(name); ch == nil || ch.isDir() {
 		n.u.nsMu.Lock()
 		defer n.u.nsMu.Unlock()
 	} else {
@@ -47,12 +42,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	exchange := flags&unix.RENAME_EXCHANGE != 0
 	// A directory moved (or exchanged) gets a redirect to its lower half:
 	// its upper copy is no longer just times. After any copy-up below.
-	for _, ch := range []*gofs.Inode{n.GetChild(name), np.GetChild(newName)} {
-		if ch == nil {
-			continue
-		}
-		if cn, ok := ch.Operations().(*node); ok {
-			defer cn.metadataChanged()
+	for _, ch := range []*node{n.knownChild(name), np.knownChild(newName)} {
+		if ch != nil {
+			defer ch.metadataChanged()
 		}
 	}
 	if errno := n.prepareDir(); errno != 0 {
@@ -76,13 +68,13 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	case exchange && !dstExists:
 		return syscall.ENOENT
 	}
-	srcNode, errno := n.childNode(ctx, name)
+	srcNode, errno := n.childNode(name)
 	if errno != 0 {
 		return errno
 	}
 	var dstNode *node
 	if dstExists {
-		if dstNode, errno = np.childNode(ctx, newName); errno != 0 {
+		if dstNode, errno = np.childNode(newName); errno != 0 {
 			return errno
 		}
 		if dstNode == srcNode {
@@ -104,11 +96,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			dstNode.pinUpperDir()
 		}
 	}
-	if errno := srcNode.copyUp(ctx); errno != 0 {
+	if errno := srcNode.copyUp(); errno != 0 {
 		return errno
 	}
 	if exchange {
-		if errno := dstNode.copyUp(ctx); errno != 0 {
+		if errno := dstNode.copyUp(); errno != 0 {
 			return errno
 		}
 	}
@@ -238,18 +230,16 @@ func (e *recordEdit) setOrDelete(p string, r layerdb.Record) {
 
 // childNode returns the node of an existing child, looking it up if the
 // kernel's dentry for it is not in the tree.
-func (n *node) childNode(ctx context.Context, name string) (*node, syscall.Errno) {
-	if ch := n.GetChild(name); ch != nil {
-		if cn, ok := ch.Operations().(*node); ok {
-			return cn, 0
-		}
+func (n *node) childNode(name string) (*node, syscall.Errno) {
+	if ch := n.knownChild(name); ch != nil {
+		return ch, 0
 	}
 	var out fuse.EntryOut
-	ch, errno := n.lookup(ctx, name, &out)
+	ch, errno := n.lookup(context.Background(), name, &out)
 	if errno != 0 {
 		return nil, errno
 	}
-	return ch.Operations().(*node), 0
+	return ch, 0
 }
 
 func isDirMode(mode uint32) bool { return mode&unix.S_IFMT == unix.S_IFDIR }

@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
@@ -44,6 +43,7 @@ type Union struct {
 	cookieSeed maphash.Seed // keys the listing offsets (see dirCookie)
 
 	root    *node         // the mounted root directory
+	k       *kernel       // serves the mount's requests (shared with its volumes)
 	volume  bool          // this union serves a volume: one layer, no records
 	volumes []volumeMount // volumes attached inside this union
 	db      *layerdb.DB   // the upper's state database
@@ -90,44 +90,39 @@ func Mount(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	u.root = root
+	u.k = newKernel(root)
+	for _, vm := range u.volumes {
+		vm.u.k = u.k
+	}
 	if err := u.prepareVolumeParents(); err != nil {
 		u.close()
 		return nil, err
 	}
-	timeout := cacheTimeout
 	fsName := cfg.FsName
 	if fsName == "" {
 		fsName = "unionfs"
 	}
-	opts := &gofs.Options{
-		EntryTimeout:    &timeout,
-		AttrTimeout:     &timeout,
-		NegativeTimeout: &timeout,
-		NullPermissions: true,
-		RootStableAttr:  &gofs.StableAttr{Ino: root.ino, Mode: syscall.S_IFDIR},
-		Logger:          u.log,
-		MountOptions: fuse.MountOptions{
-			FsName:      fsName,
-			Name:        "unionfs",
-			AllowOther:  cfg.AllowOther,
-			Debug:       cfg.Debug,
-			Logger:      u.log,
-			DirectMount: os.Geteuid() == 0,
-			// The kernel checks permissions against the modes we report,
-			// as on a local filesystem; the server itself may be root.
-			Options:           []string{"default_permissions"},
-			MaxWrite:          1 << 20,
-			ExtraCapabilities: fuse.CAP_READDIRPLUS_AUTO,
-		},
+	opts := fuse.MountOptions{
+		FsName:      fsName,
+		Name:        "unionfs",
+		AllowOther:  cfg.AllowOther,
+		Debug:       cfg.Debug,
+		Logger:      u.log,
+		DirectMount: os.Geteuid() == 0,
+		// The kernel checks permissions against the modes we report,
+		// as on a local filesystem; the server itself may be root.
+		Options:           []string{"default_permissions"},
+		MaxWrite:          1 << 20,
+		ExtraCapabilities: fuse.CAP_READDIRPLUS_AUTO,
 	}
-	opts.MountOptions.Options = append(opts.MountOptions.Options, cfg.KernelFlags...)
+	opts.Options = append(opts.Options, cfg.KernelFlags...)
 	// The kernel refuses writes itself on a read-only mount, unless a
 	// writable volume is attached: then the server refuses them.
 	if (u.upper == nil || cfg.ReadOnly) && !hasWritableVolume(cfg.Volumes) {
-		opts.MountOptions.Options = append(opts.MountOptions.Options, "ro")
+		opts.Options = append(opts.Options, "ro")
 	}
-	raw := &handlelessDirs{RawFileSystem: gofs.NewNodeFS(root, opts), inited: make(chan struct{})}
-	server, err := fuse.NewServer(raw, cfg.Mountpoint, &opts.MountOptions)
+	k := u.k
+	server, err := fuse.NewServer(k, cfg.Mountpoint, &opts)
 	if err != nil {
 		u.close()
 		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
@@ -143,7 +138,7 @@ func Mount(cfg Config) (*Server, error) {
 	// does), and a server killed while it waits on its own request can
 	// never exit.
 	select {
-	case <-raw.inited:
+	case <-k.inited:
 	case <-served:
 		u.close()
 		return nil, fmt.Errorf("mount %s: the kernel closed the connection before INIT", cfg.Mountpoint)

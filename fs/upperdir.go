@@ -5,11 +5,7 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
-
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 )
-
-var _ = (gofs.NodeOnForgetter)((*node)(nil))
 
 // A directory node that exists in the upper keeps an O_PATH descriptor of
 // its upper directory, opened on first use from its parent's. Operations on
@@ -195,7 +191,7 @@ func (n *node) sameFile(st *unix.Stat_t, gen uint64) bool {
 // is removed or replaced, so that fstat through a descriptor a process
 // still holds answers, with st_nlink 0, as on a local filesystem.
 func (n *node) pinUpperDir() {
-	if n.IsDir() && n.hasUpper() {
+	if n.isDir() && n.hasUpper() {
 		if d := n.dir; d != nil {
 			d.pinned.Store(true)
 		}
@@ -243,8 +239,8 @@ func (n *node) selfAt(fn func(dirfd int, name string) error) error {
 	if n == n.u.root {
 		return fn(n.u.upper.fd, ".")
 	}
-	name, parent := n.Parent()
-	if parent == nil {
+	pn, name := n.parentName()
+	if pn == nil {
 		if t := n.tmpFile(); t != nil {
 			t.mu.RLock()
 			defer t.mu.RUnlock()
@@ -254,10 +250,6 @@ func (n *node) selfAt(fn func(dirfd int, name string) error) error {
 		}
 		return unix.ENOENT
 	}
-	pn, ok := parent.Operations().(*node)
-	if !ok {
-		return unix.ENOENT
-	}
 	if pn.u != n.u {
 		// A volume's root: its parent is in another union.
 		return fn(n.u.upper.fd, ".")
@@ -265,8 +257,8 @@ func (n *node) selfAt(fn func(dirfd int, name string) error) error {
 	return pn.childAt(name, fn)
 }
 
-// OnForget closes the upper descriptor when the kernel drops the node.
-func (n *node) OnForget() {
+// forgotten closes what the node holds open once the kernel has dropped it.
+func (n *node) forgotten() {
 	if d := n.dir; d != nil && closeHeld(&d.ufdMu, &d.ufd) {
 		openUfds.remove(d)
 	}

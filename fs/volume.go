@@ -61,7 +61,7 @@ func (u *Union) volumeRoots() error {
 		if err := lstatAt(vm.u.upper.fd, "", &st); err != nil {
 			return fmt.Errorf("volume %s: %w", vm.u.upper.path, err)
 		}
-		vm.u.root = &node{u: vm.u, inUpper: true, ino: u.inos.ino(st.Dev, st.Ino), dir: &dirState{}}
+		vm.u.root = &node{u: vm.u, inUpper: true, ino: u.inos.ino(st.Dev, st.Ino), typ: unix.S_IFDIR >> 12, dir: &dirState{}}
 	}
 	return nil
 }

@@ -7,27 +7,11 @@ import (
 	"slices"
 	"syscall"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/unionfs/unionfs/copyup"
 	"github.com/unionfs/unionfs/layerdb"
-)
-
-var (
-	_ = (gofs.NodeSetattrer)((*node)(nil))
-	_ = (gofs.NodeCreater)((*node)(nil))
-	_ = (gofs.NodeMkdirer)((*node)(nil))
-	_ = (gofs.NodeMknoder)((*node)(nil))
-	_ = (gofs.NodeSymlinker)((*node)(nil))
-	_ = (gofs.NodeLinker)((*node)(nil))
-	_ = (gofs.NodeUnlinker)((*node)(nil))
-	_ = (gofs.NodeRmdirer)((*node)(nil))
-	_ = (gofs.NodeRenamer)((*node)(nil))
-	_ = (gofs.NodeSetxattrer)((*node)(nil))
-	_ = (gofs.NodeRemovexattrer)((*node)(nil))
-	_ = (gofs.NodeCopyFileRanger)((*node)(nil))
 )
 
 // writable answers EROFS for every change to a mount without an upper.
@@ -41,7 +25,7 @@ func (u *Union) writable() syscall.Errno {
 // copyUp makes sure the node has its own entry in the upper, copying its
 // parents first. A regular file's data is copied unless noData is set (the
 // caller is about to truncate it).
-func (n *node) copyUp(ctx context.Context) syscall.Errno {
+func (n *node) copyUp() syscall.Errno {
 	return n.copyUpOpt(false)
 }
 
@@ -54,11 +38,10 @@ func (n *node) copyUpOpt(noData bool) syscall.Errno {
 	if n.where().upper {
 		return 0
 	}
-	name, parent := n.Parent()
-	if parent == nil {
+	pn, name := n.parentName()
+	if pn == nil {
 		return syscall.ENOENT
 	}
-	pn := parent.Operations().(*node)
 	if errno := pn.copyUpOpt(false); errno != 0 {
 		return errno
 	}
@@ -268,7 +251,7 @@ func (n *node) chownNew(ctx context.Context, dirfd int, name string) error {
 // the caller's ownership and returns its node; a failure after mk undoes
 // the creation.
 func (n *node) create(ctx context.Context, name string, isDir bool, out *fuse.EntryOut,
-	mk func(dirfd int, name string) error) (*gofs.Inode, syscall.Errno) {
+	mk func(dirfd int, name string) error) (*node, syscall.Errno) {
 	if errno := n.prepareDir(); errno != 0 {
 		return nil, errno
 	}
@@ -296,11 +279,9 @@ func (n *node) create(ctx context.Context, name string, isDir bool, out *fuse.En
 	return n.newChild(ctx, r, out), 0
 }
 
-var _ = (gofs.NodeTmpfiler)((*node)(nil))
-
 // Tmpfile makes an unnamed file in the directory's upper copy, as open(2)
 // with O_TMPFILE does; linking it through /proc/self/fd names it.
-func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*node, *fileHandle, uint32, syscall.Errno) {
 	if errno := n.prepareDir(); errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -328,14 +309,13 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 		return nil, nil, 0, toErrno(err)
 	}
 	ino, gen := n.u.ident(r)
-	child := &node{u: n.u, ino: ino, gen: gen, inUpper: true, tmp: true}
+	child := &node{u: n.u, ino: ino, gen: gen, inUpper: true, tmp: true, typ: unix.S_IFREG >> 12}
 	n.u.tmps.Store(child, &tmpFile{fd: keep})
 	child.fillAttr(&r.st, &out.Attr)
-	ch := n.NewInode(ctx, child, gofs.StableAttr{Mode: unix.S_IFREG, Ino: ino, Gen: gen})
-	return ch, child.newHandle(fd, true), openFlagsNoFlush, 0
+	return child, child.newHandle(fd, true), openFlagsNoFlush, 0
 }
 
-func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*node, *fileHandle, uint32, syscall.Errno) {
 	fd := -1
 	ch, errno := n.create(ctx, name, false, out, func(dirfd int, name string) (err error) {
 		fd, err = openBeneath(dirfd, name, int(flags)&openFlagsMask|unix.O_CREAT|unix.O_EXCL, mode)
@@ -347,44 +327,41 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		}
 		return nil, nil, 0, errno
 	}
-	return ch, ch.Operations().(*node).newHandle(fd, true), openFlagsNoFlush, 0
+	return ch, ch.newHandle(fd, true), openFlagsNoFlush, 0
 }
 
 // Mkdir: a directory made where a lower entry was deleted must not show
 // that entry's old children; the whiteout record already makes it opaque.
-func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*node, syscall.Errno) {
 	return n.create(ctx, name, true, out, func(dirfd int, name string) error {
 		return unix.Mkdirat(dirfd, name, mode)
 	})
 }
 
-func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*node, syscall.Errno) {
 	return n.create(ctx, name, false, out, func(dirfd int, name string) error {
 		return unix.Mknodat(dirfd, name, mode, int(rdev))
 	})
 }
 
-func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*node, syscall.Errno) {
 	return n.create(ctx, name, false, out, func(dirfd int, name string) error {
 		return unix.Symlinkat(target, dirfd, name)
 	})
 }
 
-func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	t, ok := target.(*node)
-	if !ok {
-		return nil, syscall.EXDEV
-	}
+// Link gives file t the new name. The kernel takes t's node for it.
+func (n *node) Link(t *node, name string, out *fuse.EntryOut) syscall.Errno {
 	if errno := crossesVolume(n, t); errno != 0 {
-		return nil, errno
+		return errno
 	}
 	if errno := n.prepareDir(); errno != 0 {
-		return nil, errno
+		return errno
 	}
 	// Linking a lower file copies it up once; both names then share the
 	// upper inode, and its union inode number stays the original's.
-	if errno := t.copyUp(ctx); errno != 0 {
-		return nil, errno
+	if errno := t.copyUp(); errno != 0 {
+		return errno
 	}
 	var st unix.Stat_t
 	link := func(ofd int, oname string, nfd int) error {
@@ -401,7 +378,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return lstatAt(nfd, name, &st)
 	}
 	var err error
-	if oname, parent := t.Parent(); parent != nil && parent.Operations() == gofs.InodeEmbedder(n) {
+	if parent, oname := t.parentName(); parent == n {
 		// Another name in the same directory.
 		err = n.withUpperDir(func(fd int) error { return link(fd, oname, fd) })
 	} else {
@@ -410,23 +387,15 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		})
 	}
 	if err != nil {
-		return nil, toErrno(err)
+		return toErrno(err)
 	}
 	t.fillAttr(&st, &out.Attr)
-	return t.EmbeddedInode(), 0
-}
-
-func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
-	return n.remove(ctx, name, false)
-}
-
-func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
-	return n.remove(ctx, name, true)
+	return 0
 }
 
 // remove deletes name from the union: the upper entry goes, and a whiteout
 // is recorded when a lower layer still has the name.
-func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errno {
+func (n *node) remove(name string, isDir bool) syscall.Errno {
 	if errno := n.prepareDir(); errno != 0 {
 		return errno
 	}
@@ -435,10 +404,7 @@ func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 	// A copy-up of the entry running meanwhile would put its copy in place
 	// after the whiteout, and an upper entry wins over a whiteout: wait for
 	// it, and keep new ones out until the entry is gone.
-	var cn *node // the entry's node, when the kernel has one
-	if ch := n.GetChild(name); ch != nil {
-		cn, _ = ch.Operations().(*node)
-	}
+	cn := n.knownChild(name) // the entry's node, when the kernel has one
 	if cn != nil {
 		cn.cu.Lock()
 		defer cn.cu.Unlock()
@@ -504,10 +470,8 @@ func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 			return toErrno(err)
 		}
 	}
-	if ch := n.GetChild(name); ch != nil && (isDir || !r.inUpper && r.st.Nlink <= 1) {
-		if cn, ok := ch.Operations().(*node); ok {
-			cn.markRemoved()
-		}
+	if ch := n.knownChild(name); ch != nil && (isDir || !r.inUpper && r.st.Nlink <= 1) {
+		ch.markRemoved()
 	}
 	return 0
 }
@@ -517,7 +481,7 @@ func (n *node) remove(ctx context.Context, name string, isDir bool) syscall.Errn
 // index, when built from the same lower directories, is used rather than
 // built again (rm -r has just listed the directory).
 func (u *Union) checkEmpty(p string, r *resolved, known *node) syscall.Errno {
-	d := &node{u: u, inUpper: r.inUpper, dir: &dirState{lowers: r.lowers}, detached: true}
+	d := &node{u: u, inUpper: r.inUpper, typ: unix.S_IFDIR >> 12, dir: &dirState{lowers: r.lowers}, detached: true}
 	if known != nil && known.dir != nil {
 		known.mu.Lock()
 		if slices.Equal(known.dir.lowers, r.lowers) {
