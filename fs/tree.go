@@ -61,14 +61,14 @@ func (n *node) fileType() uint32 { return uint32(n.typ) << 12 }
 // map.
 func (k *kernel) register(dir *node, name string, child *node, nlink uint32) (*node, uint64) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	sel := child
+	var replaced *node
 	if dir != nil {
 		if c := dir.dir.children[name]; c != nil {
 			if c.ino == child.ino && c.gen == child.gen && c.typ == child.typ {
 				sel = c
 			} else {
-				k.dropNameLocked(dir, name)
+				replaced = k.dropNameLocked(dir, name)
 			}
 		}
 	}
@@ -89,7 +89,13 @@ func (k *kernel) register(dir *node, name string, child *node, nlink uint32) (*n
 		k.assignID(sel)
 	}
 	sel.lookups++
-	return sel, sel.id
+	id := sel.id
+	// A name that leads to another file now (changed behind the mount's
+	// back): the old node may have nothing left keeping it.
+	gone := k.pruneLocked(nil, replaced)
+	k.mu.Unlock()
+	forgotten(gone)
+	return sel, id
 }
 
 // addNameLocked enters c as name in dir; k.mu is held and dir has no
@@ -129,7 +135,9 @@ func (k *kernel) node(id uint64) *node {
 }
 
 // forget drops count lookup references the kernel held on node ID id. A
-// node with none left leaves the tree and gives up what it holds open.
+// node with none left gives up its node ID, and leaves the tree unless it
+// is a directory whose children the kernel still holds (through other
+// names of theirs): their paths go through it.
 func (k *kernel) forget(id, count uint64) {
 	k.mu.Lock()
 	var n *node
@@ -149,17 +157,29 @@ func (k *kernel) forget(id, count uint64) {
 	k.nodes[id] = nil
 	k.freeIDs = append(k.freeIDs, id)
 	n.id = 0
-	if n.parent != nil {
-		if n.parent.dir.children[n.name] == n {
-			delete(n.parent.dir.children, n.name)
-		}
-		n.parent, n.name = nil, ""
+	gone := k.pruneLocked(nil, n)
+	k.mu.Unlock()
+	forgotten(gone)
+}
+
+// pruneLocked takes n out of the tree if nothing keeps it there (no
+// kernel reference, no children), then its directories if n was their
+// last child, and so on up; it returns gone with the nodes that left.
+// k.mu is held.
+func (k *kernel) pruneLocked(gone []*node, n *node) []*node {
+	if n == nil || n == k.root || n.id != 0 || n.dir != nil && len(n.dir.children) > 0 {
+		return gone
 	}
-	for _, l := range k.links[n] {
+	p, links := n.parent, k.links[n]
+	if p != nil && p.dir.children[n.name] == n {
+		delete(p.dir.children, n.name)
+	}
+	for _, l := range links {
 		if l.dir.dir.children[l.name] == n {
 			delete(l.dir.dir.children, l.name)
 		}
 	}
+	n.parent, n.name = nil, ""
 	delete(k.links, n)
 	if n.shared {
 		if k.shared[ident{n.ino, n.gen}] == n {
@@ -167,23 +187,37 @@ func (k *kernel) forget(id, count uint64) {
 		}
 		n.shared = false
 	}
-	k.mu.Unlock()
-	n.forgotten()
+	gone = append(gone, n)
+	gone = k.pruneLocked(gone, p)
+	for _, l := range links {
+		gone = k.pruneLocked(gone, l.dir)
+	}
+	return gone
+}
+
+// forgotten lets nodes that left the tree close what they hold open.
+func forgotten(gone []*node) {
+	for _, n := range gone {
+		n.forgotten()
+	}
 }
 
 // dropName removes name from directory dir after the entry was removed.
 func (k *kernel) dropName(dir *node, name string) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.dropNameLocked(dir, name)
+	c := k.dropNameLocked(dir, name)
+	gone := k.pruneLocked(k.pruneLocked(nil, c), dir)
+	k.mu.Unlock()
+	forgotten(gone)
 }
 
 // dropNameLocked removes name from dir and from the node it led to, whose
-// next name, if it has another, becomes its first; k.mu is held.
-func (k *kernel) dropNameLocked(dir *node, name string) {
+// next name, if it has another, becomes its first; it returns that node.
+// k.mu is held.
+func (k *kernel) dropNameLocked(dir *node, name string) *node {
 	c := dir.dir.children[name]
 	if c == nil {
-		return
+		return nil
 	}
 	delete(dir.dir.children, name)
 	if c.parent == dir && c.name == name {
@@ -192,14 +226,15 @@ func (k *kernel) dropNameLocked(dir *node, name string) {
 			c.parent, c.name = ls[0].dir, ls[0].name
 			k.dropLink(c, 0)
 		}
-		return
+		return c
 	}
 	for i, l := range k.links[c] {
 		if l.dir == dir && l.name == name {
 			k.dropLink(c, i)
-			return
+			break
 		}
 	}
+	return c
 }
 
 func (k *kernel) dropLink(n *node, i int) {
@@ -215,27 +250,26 @@ func (k *kernel) dropLink(n *node, i int) {
 // move renames entry name of dir to newName in newDir, replacing what was
 // there, after the rename succeeded.
 func (k *kernel) move(dir *node, name string, newDir *node, newName string) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	c := dir.dir.children[name]
 	if dir == newDir && name == newName {
 		return
 	}
-	k.dropNameLocked(newDir, newName)
-	if c == nil {
-		return
+	k.mu.Lock()
+	replaced := k.dropNameLocked(newDir, newName)
+	c := k.dropNameLocked(dir, name)
+	if c != nil {
+		k.addNameLocked(newDir, newName, c)
 	}
-	k.dropNameLocked(dir, name)
-	k.addNameLocked(newDir, newName, c)
+	gone := k.pruneLocked(k.pruneLocked(nil, replaced), dir)
+	k.mu.Unlock()
+	forgotten(gone)
 }
 
 // exchange swaps two entries after RENAME_EXCHANGE succeeded.
 func (k *kernel) exchange(dir *node, name string, newDir *node, newName string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	a, b := dir.dir.children[name], newDir.dir.children[newName]
-	k.dropNameLocked(dir, name)
-	k.dropNameLocked(newDir, newName)
+	a := k.dropNameLocked(dir, name)
+	b := k.dropNameLocked(newDir, newName)
 	if a != nil {
 		k.addNameLocked(newDir, newName, a)
 	}

@@ -1752,3 +1752,43 @@ func TestWritePathLowersUnchanged(t *testing.T) {
 	umountUnion(t, mnt)
 	// wpLower's cleanups compare every lower file with its checksum.
 }
+
+// TestWritePathHardLinkDirForgotten: a file with names in two directories
+// stays reachable by path after the kernel forgets the directory of its
+// first name while the file is open through the second one. The server
+// keeps a forgotten directory in its tree while a child of it is still
+// known, as the child's path goes through it.
+func TestWritePathHardLinkDirForgotten(t *testing.T) {
+	lower := wpLower(t, tree{"a/": dir(0o755), "b/": dir(0o755)})
+	upper := t.TempDir()
+	mnt := mountUnion(t, "-l", lower, "-u", upper)
+	p := func(rel string) string { return filepath.Join(mnt, rel) }
+	wpWriteFile(t, p("b/first"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, "linked")
+	if err := unix.Link(p("b/first"), p("a/second")); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(p("a/second"), unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	// The kernel drops b/first and b (unused), keeps a/second (open).
+	rpDropCaches(t)
+	for i := 0; i < 20; i++ {
+		// SETXATTR carries no file handle: the server reaches the
+		// file by its path.
+		err = unix.Fsetxattr(fd, "user.probe", []byte(strconv.Itoa(i)), 0)
+		if err != nil {
+			t.Fatalf("fsetxattr on the open file after its first directory was forgotten: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond) // FORGETs reach the server lazily
+	}
+	buf := make([]byte, 16)
+	n, err := unix.Lgetxattr(filepath.Join(upper, "b/first"), "user.probe", buf)
+	if err != nil || string(buf[:n]) != "19" {
+		t.Errorf("upper b/first: user.probe = %q, %v; want \"19\"", buf[:n], err)
+	}
+	if got := wpReadFile(t, p("b/first")); got != "linked" {
+		t.Errorf("b/first reads %q after the forget, want \"linked\"", got)
+	}
+}
