@@ -2,7 +2,6 @@ package fs
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -221,10 +220,10 @@ func (u *Union) ident(r *resolved) (ino, gen uint64) {
 }
 
 // Lookup resolves a name the kernel asks for.
-func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*node, syscall.Errno) {
+func (n *node) Lookup(name string, out *fuse.EntryOut) (*node, syscall.Errno) {
 	n.u.nsMu.RLock()
 	defer n.u.nsMu.RUnlock()
-	ch, errno := n.lookup(ctx, name, out)
+	ch, errno := n.lookup(name, out)
 	if ch != nil && n.dir != nil && n.dir.leanListed.Load() && !ch.isDir() {
 		n.u.plus.missed()
 	}
@@ -232,7 +231,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*no
 }
 
 // lookup is Lookup for callers that hold nsMu already.
-func (n *node) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*node, syscall.Errno) {
+func (n *node) lookup(name string, out *fuse.EntryOut) (*node, syscall.Errno) {
 	r, err := n.resolve(name)
 	if err != nil {
 		if n.u.volume && err == unix.ENOENT {
@@ -241,13 +240,13 @@ func (n *node) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*no
 		}
 		return nil, toErrno(err)
 	}
-	return n.newChild(ctx, r, out), 0
+	return n.newChild(r, out), 0
 }
 
 // newChild makes the node of a resolved entry and fills out from it; the
 // kernel's tree takes it, or the node it has for the same file, when out
 // is answered (kernel.register).
-func (n *node) newChild(ctx context.Context, r *resolved, out *fuse.EntryOut) *node {
+func (n *node) newChild(r *resolved, out *fuse.EntryOut) *node {
 	if r.volume != nil {
 		root := r.volume.root
 		root.fillAttr(&r.st, &out.Attr)
@@ -517,7 +516,6 @@ func (k *kernel) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirE
 			return cmp.Compare(e.Off, t)
 		})
 	}
-	ctx := ctxOf(&in.InHeader, cancel)
 	lean := plusUndecided
 	for ; pos < len(l.ents); pos++ {
 		// The listing is shared: the list takes copies of its entries.
@@ -533,7 +531,7 @@ func (k *kernel) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirE
 			return fuse.OK
 		}
 		if e.Name != "." && e.Name != ".." {
-			k.plusEntry(ctx, n, &e, eo, &lean, out)
+			k.plusEntry(n, &e, eo, &lean, out)
 		}
 	}
 	if l.seq != 0 {
@@ -556,7 +554,7 @@ const (
 // while the union's readers want them (see plusPolicy; lean is decided
 // once per request); directories always do, so that a walk descends
 // without a LOOKUP each.
-func (k *kernel) plusEntry(ctx *fuse.Context, n *node, e *fuse.DirEntry, eo *fuse.EntryOut, lean *int, out *fuse.DirEntryList) {
+func (k *kernel) plusEntry(n *node, e *fuse.DirEntry, eo *fuse.EntryOut, lean *int, out *fuse.DirEntryList) {
 	if n.knownChild(e.Name) != nil {
 		return
 	}
@@ -577,7 +575,7 @@ func (k *kernel) plusEntry(ctx *fuse.Context, n *node, e *fuse.DirEntry, eo *fus
 	}
 	// Not n.Lookup: that counts a LOOKUP the kernel sent.
 	n.u.nsMu.RLock()
-	child, errno := n.lookup(ctx, e.Name, eo)
+	child, errno := n.lookup(e.Name, eo)
 	n.u.nsMu.RUnlock()
 	if errno != 0 {
 		*eo = fuse.EntryOut{}

@@ -130,7 +130,6 @@ func (u *Union) resolvePath(p string) (*resolved, error) {
 	return nil, unix.ENOENT
 }
 
-
 // ensureUpperDir makes the directory at union path dir exist in the upper,
 // copying it and its parents up as needed.
 func (u *Union) ensureUpperDir(dir string) error {

@@ -79,10 +79,6 @@ func (k *kernel) Init(s *fuse.Server) {
 
 func (k *kernel) OnUnmount() { k.root.forgotten() }
 
-func ctxOf(h *fuse.InHeader, cancel <-chan struct{}) *fuse.Context {
-	return &fuse.Context{Caller: h.Caller, Cancel: cancel}
-}
-
 func status(errno syscall.Errno) fuse.Status { return fuse.Status(errno) }
 
 var errStale = fuse.Status(syscall.ESTALE)
@@ -134,7 +130,7 @@ func (k *kernel) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 	if name == "." || name == ".." {
 		return errStale // only sent to filesystems that export to NFS
 	}
-	child, errno := dir.Lookup(ctxOf(h, cancel), name, out)
+	child, errno := dir.Lookup(name, out)
 	if errno == syscall.ENOENT && out.EntryTimeout() == 0 {
 		out.SetEntryTimeout(cacheTimeout) // a negative entry
 		return fuse.OK
@@ -194,7 +190,7 @@ func (k *kernel) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, ou
 	if !st.Ok() {
 		return st
 	}
-	child, errno := dir.Mknod(ctxOf(&in.InHeader, cancel), name, in.Mode, in.Rdev, out)
+	child, errno := dir.Mknod(&in.Caller, name, in.Mode, in.Rdev, out)
 	if errno != 0 {
 		return status(errno)
 	}
@@ -207,7 +203,7 @@ func (k *kernel) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, ou
 	if !st.Ok() {
 		return st
 	}
-	child, errno := dir.Mkdir(ctxOf(&in.InHeader, cancel), name, in.Mode, out)
+	child, errno := dir.Mkdir(&in.Caller, name, in.Mode, out)
 	if errno != 0 {
 		return status(errno)
 	}
@@ -220,7 +216,7 @@ func (k *kernel) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name 
 	if !st.Ok() {
 		return st
 	}
-	child, errno := dir.Symlink(ctxOf(h, cancel), target, name, out)
+	child, errno := dir.Symlink(&h.Caller, target, name, out)
 	if errno != 0 {
 		return status(errno)
 	}
@@ -341,7 +337,7 @@ func (k *kernel) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, 
 	if !st.Ok() {
 		return st
 	}
-	child, h, flags, errno := dir.Create(ctxOf(&in.InHeader, cancel), name, in.Flags, in.Mode, &out.EntryOut)
+	child, h, flags, errno := dir.Create(&in.Caller, name, in.Flags, in.Mode, &out.EntryOut)
 	if errno != 0 {
 		return status(errno)
 	}
@@ -355,7 +351,7 @@ func (k *kernel) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.Cr
 	if !st.Ok() {
 		return st
 	}
-	child, h, flags, errno := dir.Tmpfile(ctxOf(&in.InHeader, cancel), in.Flags, in.Mode, &out.EntryOut)
+	child, h, flags, errno := dir.Tmpfile(&in.Caller, in.Flags, in.Mode, &out.EntryOut)
 	if errno != 0 {
 		return status(errno)
 	}

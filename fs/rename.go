@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"context"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -235,7 +234,7 @@ func (n *node) childNode(name string) (*node, syscall.Errno) {
 		return ch, 0
 	}
 	var out fuse.EntryOut
-	ch, errno := n.lookup(context.Background(), name, &out)
+	ch, errno := n.lookup(name, &out)
 	if errno != 0 {
 		return nil, errno
 	}

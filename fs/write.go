@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -231,12 +230,11 @@ func (n *node) prepareDir() syscall.Errno {
 
 // chownNew gives a new upper entry the caller's ownership; the group stays
 // the one the filesystem chose when the directory is set-group-ID.
-func (n *node) chownNew(ctx context.Context, dirfd int, name string) error {
+func (n *node) chownNew(caller *fuse.Caller, dirfd int, name string) error {
 	if n.u.euid != 0 {
 		return nil
 	}
-	caller, ok := fuse.FromContext(ctx)
-	if !ok || caller.Uid == uint32(n.u.euid) && caller.Gid == uint32(n.u.egid) {
+	if caller == nil || caller.Uid == uint32(n.u.euid) && caller.Gid == uint32(n.u.egid) {
 		return nil // created with the caller's owner already
 	}
 	gid := int(caller.Gid)
@@ -250,7 +248,7 @@ func (n *node) chownNew(ctx context.Context, dirfd int, name string) error {
 // create makes a new entry with mk in the directory's upper copy, gives it
 // the caller's ownership and returns its node; a failure after mk undoes
 // the creation.
-func (n *node) create(ctx context.Context, name string, isDir bool, out *fuse.EntryOut,
+func (n *node) create(caller *fuse.Caller, name string, isDir bool, out *fuse.EntryOut,
 	mk func(dirfd int, name string) error) (*node, syscall.Errno) {
 	if errno := n.prepareDir(); errno != 0 {
 		return nil, errno
@@ -260,7 +258,7 @@ func (n *node) create(ctx context.Context, name string, isDir bool, out *fuse.En
 		if err := mk(dirfd, name); err != nil {
 			return err
 		}
-		err := n.chownNew(ctx, dirfd, name)
+		err := n.chownNew(caller, dirfd, name)
 		if err == nil {
 			r.gen, err = statAt(dirfd, name, &r.st)
 		}
@@ -276,12 +274,12 @@ func (n *node) create(ctx context.Context, name string, isDir bool, out *fuse.En
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	return n.newChild(ctx, r, out), 0
+	return n.newChild(r, out), 0
 }
 
 // Tmpfile makes an unnamed file in the directory's upper copy, as open(2)
 // with O_TMPFILE does; linking it through /proc/self/fd names it.
-func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryOut) (*node, *fileHandle, uint32, syscall.Errno) {
+func (n *node) Tmpfile(caller *fuse.Caller, flags, mode uint32, out *fuse.EntryOut) (*node, *fileHandle, uint32, syscall.Errno) {
 	if errno := n.prepareDir(); errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -294,7 +292,7 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 		return nil, nil, 0, toErrno(err)
 	}
 	r := &resolved{inUpper: true}
-	if caller, ok := fuse.FromContext(ctx); ok && n.u.euid == 0 {
+	if caller != nil && n.u.euid == 0 {
 		err = unix.Fchown(fd, int(caller.Uid), int(caller.Gid))
 	}
 	if err == nil {
@@ -315,9 +313,9 @@ func (n *node) Tmpfile(ctx context.Context, flags, mode uint32, out *fuse.EntryO
 	return child, child.newHandle(fd, true), openFlagsNoFlush, 0
 }
 
-func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*node, *fileHandle, uint32, syscall.Errno) {
+func (n *node) Create(caller *fuse.Caller, name string, flags, mode uint32, out *fuse.EntryOut) (*node, *fileHandle, uint32, syscall.Errno) {
 	fd := -1
-	ch, errno := n.create(ctx, name, false, out, func(dirfd int, name string) (err error) {
+	ch, errno := n.create(caller, name, false, out, func(dirfd int, name string) (err error) {
 		fd, err = openBeneath(dirfd, name, int(flags)&openFlagsMask|unix.O_CREAT|unix.O_EXCL, mode)
 		return err
 	})
@@ -332,20 +330,20 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 
 // Mkdir: a directory made where a lower entry was deleted must not show
 // that entry's old children; the whiteout record already makes it opaque.
-func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*node, syscall.Errno) {
-	return n.create(ctx, name, true, out, func(dirfd int, name string) error {
+func (n *node) Mkdir(caller *fuse.Caller, name string, mode uint32, out *fuse.EntryOut) (*node, syscall.Errno) {
+	return n.create(caller, name, true, out, func(dirfd int, name string) error {
 		return unix.Mkdirat(dirfd, name, mode)
 	})
 }
 
-func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*node, syscall.Errno) {
-	return n.create(ctx, name, false, out, func(dirfd int, name string) error {
+func (n *node) Mknod(caller *fuse.Caller, name string, mode, rdev uint32, out *fuse.EntryOut) (*node, syscall.Errno) {
+	return n.create(caller, name, false, out, func(dirfd int, name string) error {
 		return unix.Mknodat(dirfd, name, mode, int(rdev))
 	})
 }
 
-func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*node, syscall.Errno) {
-	return n.create(ctx, name, false, out, func(dirfd int, name string) error {
+func (n *node) Symlink(caller *fuse.Caller, target, name string, out *fuse.EntryOut) (*node, syscall.Errno) {
+	return n.create(caller, name, false, out, func(dirfd int, name string) error {
 		return unix.Symlinkat(target, dirfd, name)
 	})
 }
