@@ -34,10 +34,20 @@
 //     is built in the work directory and renamed into place (package
 //     copyup), so a crash leaves the lower file or the whole copy.
 //
+// # The kernel's tree
+//
+// Requests are served on go-fuse's raw API (kernel): the server keeps its
+// own table of the nodes the kernel holds, by FUSE node ID, each with its
+// lookup count, parent and name (tree.go), at 128 bytes a node plus about
+// 50 for its table entry and its name in the parent's children map. A node
+// leaves the tree when the kernel forgets it, unless it is a directory
+// with children the kernel still holds. Two names lead to one node only
+// for files with several links (kernel.shared).
+//
 // # Directories
 //
 // The kernel opens directories without asking (the first OPENDIR is
-// answered ENOSYS, see handlelessDirs) and caches their listings; changes
+// answered ENOSYS, see kernel) and caches their listings; changes
 // made through the mount invalidate them. A listing's offsets are cookies
 // made from the entry names, so a reader may continue on a listing taken
 // later. READDIRPLUS gives attributes to subdirectories and, while readers
@@ -49,7 +59,9 @@
 // child before parent is never taken, so the order is parent's cu, then
 // child's. A directory's indexMu is held while its lower index is built.
 // node.mu and Union.mu guard small fields and are never held across a
-// system call on a layer or a call into go-fuse.
+// system call on a layer or a call into go-fuse. The tree lock (kernel.mu)
+// is innermost: nothing else is taken while it is held, and a node that
+// leaves the tree closes its descriptors after it is released.
 //
 // # FUSE deadlock traps (go-fuse fs/api.go)
 //

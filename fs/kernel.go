@@ -5,7 +5,6 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"golang.org/x/sys/unix"
 )
 
 // kernel answers the FUSE requests of one mount, on go-fuse's raw API: it
@@ -270,15 +269,8 @@ func (k *kernel) Rename(cancel <-chan struct{}, in *fuse.RenameIn, name, newName
 	if !st.Ok() {
 		return st
 	}
-	if errno := dir.Rename(name, newDir, newName, in.Flags); errno != 0 {
-		return status(errno)
-	}
-	if in.Flags&unix.RENAME_EXCHANGE != 0 {
-		k.exchange(dir, name, newDir, newName)
-	} else {
-		k.move(dir, name, newDir, newName)
-	}
-	return fuse.OK
+	// Rename moves the names in the tree itself.
+	return status(dir.Rename(name, newDir, newName, in.Flags))
 }
 
 func (k *kernel) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {

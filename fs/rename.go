@@ -159,6 +159,7 @@ func (n *node) Rename(name string, np *node, newName string, flags uint32) sysca
 		if dstNode != nil && !dst.inUpper {
 			dstNode.markRemoved()
 		}
+		n.u.k.move(n, name, np, newName)
 		return 0
 	}
 	// A directory: the upper changes first. If the server dies before the
@@ -180,6 +181,14 @@ func (n *node) Rename(name string, np *node, newName string, flags uint32) sysca
 	}
 	if dstNode != nil && !exchange && !dst.inUpper {
 		dstNode.markRemoved()
+	}
+	// The kernel's tree moves while paths are still held still (nsMu): a
+	// lookup beneath the directory must not take its old path once the
+	// records have moved.
+	if exchange {
+		n.u.k.exchange(n, name, np, newName)
+	} else {
+		n.u.k.move(n, name, np, newName)
 	}
 	return 0
 }

@@ -35,8 +35,8 @@ type Union struct {
 	euid   int
 	egid   int
 	// passthrough lets the kernel read and write files directly (FUSE
-	// passthrough, Linux 6.9+, needs CAP_SYS_ADMIN; go-fuse turns it off
-	// itself when the kernel refuses).
+	// passthrough, Linux 6.9+, needs CAP_SYS_ADMIN; turned off for the
+	// mount when the kernel refuses a backing file, see kernel.addBacking).
 	passthrough bool
 
 	plus       plusPolicy   // whether READDIRPLUS stats files (see dirHandle.Lookup)
