@@ -152,13 +152,19 @@ func (k *kernel) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.A
 	if in.Flags()&fuse.FUSE_GETATTR_FH != 0 {
 		h = k.handle(in.Fh())
 	}
+	borrowed := false
 	if h == nil {
 		// The kernel does not always pass the handle (libfuse issue 62):
 		// an open file stays reachable through any of its handles after
 		// its name is gone.
 		h = k.anyOpen(n)
+		borrowed = h != nil
 	}
-	if errno := n.Getattr(h, out); errno != 0 {
+	errno := n.Getattr(h, out)
+	if errno == syscall.EBADF && borrowed {
+		errno = n.Getattr(nil, out) // released meanwhile
+	}
+	if errno != 0 {
 		return status(errno)
 	}
 	out.Ino = n.ino
