@@ -198,12 +198,10 @@ func (h *fileHandle) Allocate(off, size uint64, mode uint32) syscall.Errno {
 }
 
 // getattr answers fstat through the open descriptor, which works even after
-// the file lost its last name.
-// getattr reads the attributes through the handle. A GETATTR may borrow
-// the handle of another open of the node (see kernel.GetAttr) while that
-// one is released: the descriptor is used under mu, so that it is never
-// one that RELEASE closed and another open got again; a released handle
-// answers EBADF.
+// the file lost its last name. A GETATTR may borrow the handle of another
+// open of the node (see kernel.GetAttr) while that one is released: the
+// descriptor is used under mu, so that it is never one that RELEASE closed
+// and another open got again; a released handle answers EBADF.
 func (h *fileHandle) getattr(out *fuse.AttrOut) syscall.Errno {
 	if _, errno := h.readFd(); errno != 0 { // follows a copy-up
 		return errno
