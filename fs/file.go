@@ -73,6 +73,16 @@ func (n *node) newHandle(fd int, upper bool) *fileHandle {
 	return h
 }
 
+// moveTo makes a new handle count against node m instead of the one it was
+// opened for.
+func (h *fileHandle) moveTo(m *node) {
+	if !h.passthrough {
+		h.n.cachedOpens.Add(-1)
+		m.cachedOpens.Add(1)
+	}
+	h.n = m
+}
+
 // isOpenedFile reports whether descriptor fd is the node's own upper file.
 func (n *node) isOpenedFile(fd int) bool {
 	var st unix.Stat_t
@@ -99,6 +109,9 @@ type fileHandle struct {
 func (h *fileHandle) readFd() (int, syscall.Errno) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.fd < 0 {
+		return -1, syscall.EBADF // released (see getattr)
+	}
 	if !h.upper && h.n.where().upper {
 		var fd int
 		err := h.n.selfAt(func(dirfd int, name string) (err error) {

@@ -339,7 +339,9 @@ func (k *kernel) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, 
 	if errno != 0 {
 		return status(errno)
 	}
-	h.n = k.entryOut(dir, name, child, &out.EntryOut)
+	if n := k.entryOut(dir, name, child, &out.EntryOut); n != child {
+		h.moveTo(n) // the tree knew the new file already (a volume)
+	}
 	k.opened(h, flags, &out.OpenOut)
 	return fuse.OK
 }
@@ -418,11 +420,13 @@ func (k *kernel) addBacking(h *fileHandle, out *fuse.OpenOut) {
 	out.OpenFlags = out.OpenFlags&^fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_PASSTHROUGH
 }
 
-func (k *kernel) releaseBacking(n *node) {
+// releaseBacking drops h's reference to its node's backing file.
+func (k *kernel) releaseBacking(h *fileHandle) {
 	k.bmu.Lock()
 	defer k.bmu.Unlock()
+	n := h.n
 	b := k.backing[n]
-	if b == nil {
+	if !h.backed || b == nil {
 		return
 	}
 	if b.refs--; b.refs > 0 {
@@ -480,9 +484,7 @@ func (k *kernel) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	}
 	k.fmu.Unlock()
 	h.Release()
-	if h.backed {
-		k.releaseBacking(h.n)
-	}
+	k.releaseBacking(h)
 }
 
 func (k *kernel) fileOf(fh uint64) (*fileHandle, fuse.Status) {

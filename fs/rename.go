@@ -22,10 +22,10 @@ func (n *node) Rename(name string, np *node, newName string, flags uint32) sysca
 	if errno := crossesVolume(n, np); errno != 0 {
 		return errno
 	}
-	// Records are keyed by path: a directory rename changes paths beneath
-	// it and so excludes every other user of paths; other renames only
-	// exclude directory renames.
-	if ch := n.knownChild(name); ch == nil || ch.isDir() {
+	// Records are keyed by path: a directory rename (or an exchange with a
+	// directory on either side) changes paths beneath it and so excludes
+	// every other user of paths; other renames only exclude those.
+	if movesDir(n, name) || flags&unix.RENAME_EXCHANGE != 0 && movesDir(np, newName) {
 		n.u.nsMu.Lock()
 		defer n.u.nsMu.Unlock()
 	} else {
@@ -76,8 +76,10 @@ func (n *node) Rename(name string, np *node, newName string, flags uint32) sysca
 		if dstNode, errno = np.childNode(newName); errno != 0 {
 			return errno
 		}
-		if dstNode == srcNode {
-			return 0 // two names of one file: rename(2) does nothing
+		if dstNode == srcNode || dstNode.ino == srcNode.ino && dstNode.gen == srcNode.gen {
+			// Two names of one file (as two nodes: linked in a volume
+			// from outside): rename(2) does nothing.
+			return 0
 		}
 	}
 	srcDir := isDirMode(src.st.Mode)
@@ -248,6 +250,13 @@ func (n *node) childNode(name string) (*node, syscall.Errno) {
 		return nil, errno
 	}
 	return ch, 0
+}
+
+// movesDir reports whether renaming name in dir may move a directory: it
+// is one, or the kernel has no node for it to tell.
+func movesDir(dir *node, name string) bool {
+	ch := dir.knownChild(name)
+	return ch == nil || ch.isDir()
 }
 
 func isDirMode(mode uint32) bool { return mode&unix.S_IFMT == unix.S_IFDIR }

@@ -1,5 +1,7 @@
 package fs
 
+import "slices"
+
 // The kernel's view of the union is a tree of nodes: every node the kernel
 // holds a lookup reference on has a FUSE node ID and, unless its last name
 // is gone, a parent directory and a name in it. The tree, the node IDs and
@@ -112,12 +114,22 @@ func (k *kernel) addNameLocked(dir *node, name string, c *node) {
 	k.links[c] = append(k.links[c], nodeName{dir, name})
 }
 
+// A node ID is a slot of the node table in its low idSlotBits and, above
+// them, how many nodes had the slot before: slots are reused, node IDs
+// are not (until a slot has been used 2^24 times), so a stale ID never
+// names another file.
+const (
+	idSlotBits = 40
+	idSlotMask = 1<<idSlotBits - 1
+)
+
 // assignID gives n a node ID; k.mu is held.
 func (k *kernel) assignID(n *node) {
 	if m := len(k.freeIDs); m > 0 {
-		n.id = k.freeIDs[m-1]
+		last := k.freeIDs[m-1]
 		k.freeIDs = k.freeIDs[:m-1]
-		k.nodes[n.id] = n
+		n.id = last + 1<<idSlotBits
+		k.nodes[last&idSlotMask] = n
 		return
 	}
 	n.id = uint64(len(k.nodes))
@@ -128,8 +140,10 @@ func (k *kernel) assignID(n *node) {
 func (k *kernel) node(id uint64) *node {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	if id < uint64(len(k.nodes)) {
-		return k.nodes[id]
+	if slot := id & idSlotMask; slot < uint64(len(k.nodes)) {
+		if n := k.nodes[slot]; n != nil && n.id == id {
+			return n
+		}
 	}
 	return nil
 }
@@ -141,10 +155,10 @@ func (k *kernel) node(id uint64) *node {
 func (k *kernel) forget(id, count uint64) {
 	k.mu.Lock()
 	var n *node
-	if id < uint64(len(k.nodes)) {
-		n = k.nodes[id]
+	if slot := id & idSlotMask; slot < uint64(len(k.nodes)) {
+		n = k.nodes[slot]
 	}
-	if n == nil || n == k.root {
+	if n == nil || n.id != id || n == k.root {
 		k.mu.Unlock()
 		return
 	}
@@ -154,8 +168,10 @@ func (k *kernel) forget(id, count uint64) {
 		return
 	}
 	n.lookups = 0
-	k.nodes[id] = nil
-	k.freeIDs = append(k.freeIDs, id)
+	k.nodes[id&idSlotMask] = nil
+	if id>>idSlotBits < 1<<(64-idSlotBits)-1 {
+		k.freeIDs = append(k.freeIDs, id) // else the slot is retired
+	}
 	n.id = 0
 	gone := k.pruneLocked(nil, n)
 	k.mu.Unlock()
@@ -167,7 +183,7 @@ func (k *kernel) forget(id, count uint64) {
 // last child, and so on up; it returns gone with the nodes that left.
 // k.mu is held.
 func (k *kernel) pruneLocked(gone []*node, n *node) []*node {
-	if n == nil || n == k.root || n.id != 0 || n.dir != nil && len(n.dir.children) > 0 {
+	if n == nil || n == k.root || n.id != 0 || n.dir != nil && len(n.dir.children) > 0 || slices.Contains(gone, n) {
 		return gone
 	}
 	p, links := n.parent, k.links[n]

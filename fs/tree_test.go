@@ -50,9 +50,18 @@ func TestTreeLookupForget(t *testing.T) {
 	if got := a.relPath(); got != orphanPath {
 		t.Errorf("relPath of a forgotten node %q, want the orphan path", got)
 	}
-	// Its node ID is free for the next one.
-	if _, id3 := k.register(root, "b", testFile(root, 11), 1); id3 != id {
-		t.Errorf("next node got ID %d, want the freed %d", id3, id)
+	// Its slot of the table goes to the next node, under a new node ID: the
+	// old one names nothing any more.
+	b, id3 := k.register(root, "b", testFile(root, 11), 1)
+	if id3&idSlotMask != id&idSlotMask || id3 == id {
+		t.Errorf("next node got ID %#x, want the freed slot of %#x under a new ID", id3, id)
+	}
+	if k.node(id) != nil || k.node(id3) != b {
+		t.Errorf("node(old ID) %p, node(new ID) %p; want nil and the new node", k.node(id), k.node(id3))
+	}
+	k.forget(id, 1) // a stale FORGET
+	if k.node(id3) != b {
+		t.Error("a FORGET of the slot's old node ID dropped its new node")
 	}
 	// FORGET of an unknown or the root's ID is ignored.
 	k.forget(999, 1)
