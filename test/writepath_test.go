@@ -1792,3 +1792,203 @@ func TestWritePathHardLinkDirForgotten(t *testing.T) {
 		t.Errorf("b/first reads %q after the forget, want \"linked\"", got)
 	}
 }
+
+// TestWritePathConcurrentNamespace runs creates, hard links, renames of
+// files and directories, exchanges, removals and stats from several
+// goroutines at once, while the kernel is made to forget what it caches,
+// and then checks that the union answers every path it lists and comes
+// back the same after a remount. On the shared names, races between
+// operations give ENOENT, EEXIST and the like; anything else (EIO,
+// ESTALE, EBADF, EINVAL) is a server bug. Each goroutine also works on
+// names of its own (privateSequence), where every step must succeed: a
+// node the server lost track of, or a record out of step with the upper,
+// shows there as an ENOENT.
+func TestWritePathConcurrentNamespace(t *testing.T) {
+	tr := tree{}
+	for _, d := range []string{"a", "b", "c"} {
+		tr[d+"/"] = dir(0o755)
+		tr[d+"/sub/"] = dir(0o755)
+		for i := range 5 {
+			tr[fmt.Sprintf("%s/f%d", d, i)] = file(d + strconv.Itoa(i))
+			tr[fmt.Sprintf("%s/sub/g%d", d, i)] = file("g" + strconv.Itoa(i))
+		}
+	}
+	tr["a/hl1"] = file("linked")
+	tr["b/hl2"] = hardlink("a/hl1")
+	lower := wpLower(t, tr)
+	args := []string{"-l", lower, "-u", t.TempDir()}
+	mnt := mountUnion(t, args...)
+	p := func(rel string) string { return filepath.Join(mnt, rel) }
+
+	expected := func(err error) bool {
+		switch {
+		case err == nil, errors.Is(err, unix.ENOENT), errors.Is(err, unix.EEXIST),
+			errors.Is(err, unix.ENOTEMPTY), errors.Is(err, unix.ENOTDIR),
+			errors.Is(err, unix.EISDIR), errors.Is(err, unix.EBUSY):
+			return true
+		}
+		return false
+	}
+	var mu sync.Mutex
+	var bad []string
+	check := func(op string, err error) {
+		if !expected(err) {
+			mu.Lock()
+			bad = append(bad, fmt.Sprintf("%s: %v", op, err))
+			mu.Unlock()
+		}
+	}
+	dirs := []string{"a", "b", "c", "a/sub", "b/sub", "c/sub"}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Go(func() {
+			r := uint64(w*7919 + 1)
+			rnd := func(n int) int { r = r*6364136223846793005 + 1442695040888963407; return int(r>>33) % n }
+			name := func() string {
+				return fmt.Sprintf("%s/%c%d", dirs[rnd(len(dirs))], "fgxh"[rnd(4)], rnd(6))
+			}
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if i%3 == 0 {
+					// Names of this goroutine's own: every step must work.
+					if err := privateSequence(p, dirs, w, i, rnd); err != nil {
+						mu.Lock()
+						bad = append(bad, err.Error())
+						mu.Unlock()
+					}
+					continue
+				}
+				switch rnd(9) {
+				case 0:
+					f, err := os.OpenFile(p(name()), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+					if err == nil {
+						_, err = f.WriteString(strconv.Itoa(i))
+						f.Close()
+					}
+					check("create", err)
+				case 1:
+					check("link", os.Link(p(name()), p(name())))
+				case 2:
+					check("rename", os.Rename(p(name()), p(name())))
+				case 3:
+					check("exchange", unix.Renameat2(unix.AT_FDCWD, p(name()), unix.AT_FDCWD, p(name()), unix.RENAME_EXCHANGE))
+				case 4:
+					check("unlink", os.Remove(p(name())))
+				case 5:
+					d := fmt.Sprintf("%s/d%d", dirs[rnd(3)], rnd(3))
+					check("mkdir", os.Mkdir(p(d), 0o755))
+					check("rename dir", os.Rename(p(d), p(fmt.Sprintf("%s/d%d", dirs[rnd(3)], rnd(3)))))
+				case 6:
+					check("rmdir", unix.Rmdir(p(fmt.Sprintf("%s/d%d", dirs[rnd(3)], rnd(3)))))
+				case 7:
+					f, err := os.Open(p(name()))
+					if err == nil {
+						_, err = f.Stat()
+						if err == nil {
+							_, err = io.ReadAll(f)
+						}
+						f.Close()
+					}
+					check("open+fstat+read", err)
+				default:
+					var st unix.Stat_t
+					check("lstat", unix.Lstat(p(name()), &st))
+				}
+			}
+		})
+	}
+	if os.Geteuid() == 0 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0)
+			}
+		})
+	}
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	if len(bad) > 0 {
+		t.Errorf("%d operations failed unexpectedly, e.g. %v", len(bad), bad[:min(len(bad), 5)])
+	}
+	// Every listed path answers, and reads back the same after a remount.
+	before, beforeLinks := snapshot(t, mnt), hardlinkGroups(t, mnt)
+	wpRemount(t, mnt, args...)
+	assertSameTree(t, before, snapshot(t, mnt))
+	if b, a := fmt.Sprint(beforeLinks), fmt.Sprint(hardlinkGroups(t, mnt)); b != a {
+		t.Errorf("hard link groups before remount %s, after %s", b, a)
+	}
+}
+
+// privateSequence creates, links, renames, reads and removes files and a
+// directory under names only goroutine w uses, failing on any error.
+func privateSequence(p func(string) string, dirs []string, w, i int, rnd func(int) int) error {
+	name := func(kind string) string {
+		return fmt.Sprintf("%s/%s%d_%d", dirs[rnd(len(dirs))], kind, w, i)
+	}
+	first, link, moved := name("p"), name("q"), name("r")
+	content := strconv.Itoa(i)
+	steps := []struct {
+		what string
+		do   func() error
+	}{
+		{"create " + first, func() error { return os.WriteFile(p(first), []byte(content), 0o644) }},
+		{"link " + first + " " + link, func() error { return os.Link(p(first), p(link)) }},
+		{"rename " + first + " " + moved, func() error { return os.Rename(p(first), p(moved)) }},
+		{"read " + moved, func() error {
+			b, err := os.ReadFile(p(moved))
+			if err == nil && string(b) != content {
+				err = fmt.Errorf("content %q, want %q", b, content)
+			}
+			return err
+		}},
+		{"lstat " + link, func() error {
+			var st unix.Stat_t
+			err := unix.Lstat(p(link), &st)
+			if err == nil && st.Nlink != 2 {
+				err = fmt.Errorf("st_nlink %d, want 2", st.Nlink)
+			}
+			return err
+		}},
+		{"unlink " + moved, func() error { return os.Remove(p(moved)) }},
+		{"unlink " + link, func() error { return os.Remove(p(link)) }},
+		{"gone " + link, func() error {
+			if _, err := os.Lstat(p(link)); !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("lstat after unlink: %v, want ENOENT", err)
+			}
+			return nil
+		}},
+	}
+	d, d2 := name("D"), name("E")
+	steps = append(steps, []struct {
+		what string
+		do   func() error
+	}{
+		{"mkdir " + d, func() error { return os.Mkdir(p(d), 0o755) }},
+		{"create in " + d, func() error { return os.WriteFile(p(d+"/in"), []byte(content), 0o644) }},
+		{"rename dir " + d + " " + d2, func() error { return os.Rename(p(d), p(d2)) }},
+		{"read in " + d2, func() error {
+			b, err := os.ReadFile(p(d2 + "/in"))
+			if err == nil && string(b) != content {
+				err = fmt.Errorf("content %q, want %q", b, content)
+			}
+			return err
+		}},
+		{"remove " + d2, func() error { return os.RemoveAll(p(d2)) }},
+	}...)
+	for _, s := range steps {
+		if err := s.do(); err != nil {
+			return fmt.Errorf("goroutine %d: %s: %v", w, s.what, err)
+		}
+	}
+	return nil
+}
