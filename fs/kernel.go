@@ -30,8 +30,8 @@ type kernel struct {
 	// mu guards the tree: the node-ID table and, in every node, id,
 	// lookups, parent and name, and every directory's children.
 	mu      sync.RWMutex
-	nodes   []*node  // by the table slot of their node ID; nodes[1] is the root
-	freeIDs []uint64 // the last node IDs of free slots (see assignID)
+	nodes   []*node              // by the table slot of their node ID; nodes[1] is the root
+	freeIDs []uint64             // the last node IDs of free slots (see assignID)
 	shared  map[ident]*node      // files seen with several names
 	links   map[*node][]nodeName // names of a node beyond its first
 
