@@ -188,11 +188,11 @@ func (k *kernel) pruneLocked(gone []*node, n *node) []*node {
 	}
 	p, links := n.parent, k.links[n]
 	if p != nil && p.dir.children[n.name] == n {
-		delete(p.dir.children, n.name)
+		p.dir.unchild(n.name)
 	}
 	for _, l := range links {
 		if l.dir.dir.children[l.name] == n {
-			delete(l.dir.dir.children, l.name)
+			l.dir.dir.unchild(l.name)
 		}
 	}
 	n.parent, n.name = nil, ""
@@ -235,7 +235,7 @@ func (k *kernel) dropNameLocked(dir *node, name string) *node {
 	if c == nil {
 		return nil
 	}
-	delete(dir.dir.children, name)
+	dir.dir.unchild(name)
 	if c.parent == dir && c.name == name {
 		c.parent, c.name = nil, ""
 		if ls := k.links[c]; len(ls) > 0 {
@@ -251,6 +251,16 @@ func (k *kernel) dropNameLocked(dir *node, name string) *node {
 		}
 	}
 	return c
+}
+
+// unchild removes name from the directory's children; an empty map goes
+// (maps do not shrink, and a directory that once held thousands of names
+// may hold none for the rest of the mount). kernel.mu is held.
+func (d *dirState) unchild(name string) {
+	delete(d.children, name)
+	if len(d.children) == 0 {
+		d.children = nil
+	}
 }
 
 func (k *kernel) dropLink(n *node, i int) {

@@ -146,6 +146,9 @@ func TestTreeForgottenDirStaysForItsChildren(t *testing.T) {
 	if root.knownChild("b") != nil || b.parent != nil {
 		t.Error("forgotten directory without children stayed in the tree")
 	}
+	if b.dir.children != nil {
+		t.Error("an emptied children map stays allocated")
+	}
 	if root.knownChild("a") != a {
 		t.Error("a directory the kernel holds left the tree")
 	}
