@@ -45,6 +45,8 @@ type kernel struct {
 	noBacking bool               // the kernel refused one: do not ask again
 }
 
+var _ fuse.RawFileSystem = (*kernel)(nil)
+
 // backing is a passthrough backing file the kernel holds for a node: one
 // per node, shared by its passthrough handles.
 type backing struct {
