@@ -22,10 +22,16 @@ func (n *node) Rename(name string, np *node, newName string, flags uint32) sysca
 	if errno := crossesVolume(n, np); errno != 0 {
 		return errno
 	}
+	exchange := flags&unix.RENAME_EXCHANGE != 0
+	// The nodes the kernel has for both names (the kernel holds both
+	// directories locked, so these stay).
+	srcKnown, dstKnown := n.knownChild(name), np.knownChild(newName)
 	// Records are keyed by path: a directory rename (or an exchange with a
 	// directory on either side) changes paths beneath it and so excludes
-	// every other user of paths; other renames only exclude those.
-	if movesDir(n, name) || flags&unix.RENAME_EXCHANGE != 0 && movesDir(np, newName) {
+	// every other user of paths; other renames only exclude those. Without
+	// a node the kernel has not told the type: take the safe side.
+	movesDir := func(c *node) bool { return c == nil || c.isDir() }
+	if movesDir(srcKnown) || exchange && movesDir(dstKnown) {
 		n.u.nsMu.Lock()
 		defer n.u.nsMu.Unlock()
 	} else {
@@ -38,10 +44,9 @@ func (n *node) Rename(name string, np *node, newName string, flags uint32) sysca
 	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
 		return syscall.EINVAL
 	}
-	exchange := flags&unix.RENAME_EXCHANGE != 0
 	// A directory moved (or exchanged) gets a redirect to its lower half:
 	// its upper copy is no longer just times. After any copy-up below.
-	for _, ch := range []*node{n.knownChild(name), np.knownChild(newName)} {
+	for _, ch := range []*node{srcKnown, dstKnown} {
 		if ch != nil {
 			defer ch.metadataChanged()
 		}
@@ -67,16 +72,16 @@ func (n *node) Rename(name string, np *node, newName string, flags uint32) sysca
 	case exchange && !dstExists:
 		return syscall.ENOENT
 	}
-	srcNode, errno := n.childNode(name)
+	srcNode, errno := n.childNode(name, srcKnown)
 	if errno != 0 {
 		return errno
 	}
 	var dstNode *node
 	if dstExists {
-		if dstNode, errno = np.childNode(newName); errno != 0 {
+		if dstNode, errno = np.childNode(newName, dstKnown); errno != 0 {
 			return errno
 		}
-		if dstNode == srcNode || dstNode.ino == srcNode.ino && dstNode.gen == srcNode.gen {
+		if dstNode.ino == srcNode.ino && dstNode.gen == srcNode.gen {
 			// Two names of one file (as two nodes: linked in a volume
 			// from outside): rename(2) does nothing.
 			return 0
@@ -238,11 +243,11 @@ func (e *recordEdit) setOrDelete(p string, r layerdb.Record) {
 	e.putRec(p, r)
 }
 
-// childNode returns the node of an existing child, looking it up if the
-// kernel's dentry for it is not in the tree.
-func (n *node) childNode(name string) (*node, syscall.Errno) {
-	if ch := n.knownChild(name); ch != nil {
-		return ch, 0
+// childNode returns the node of an existing child: known, the one the
+// kernel has, or else a node of its own looked up now.
+func (n *node) childNode(name string, known *node) (*node, syscall.Errno) {
+	if known != nil {
+		return known, 0
 	}
 	var out fuse.EntryOut
 	ch, errno := n.lookup(name, &out)
@@ -250,13 +255,6 @@ func (n *node) childNode(name string) (*node, syscall.Errno) {
 		return nil, errno
 	}
 	return ch, 0
-}
-
-// movesDir reports whether renaming name in dir may move a directory: it
-// is one, or the kernel has no node for it to tell.
-func movesDir(dir *node, name string) bool {
-	ch := dir.knownChild(name)
-	return ch == nil || ch.isDir()
 }
 
 func isDirMode(mode uint32) bool { return mode&unix.S_IFMT == unix.S_IFDIR }

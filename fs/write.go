@@ -468,8 +468,8 @@ func (n *node) remove(name string, isDir bool) syscall.Errno {
 			return toErrno(err)
 		}
 	}
-	if ch := n.knownChild(name); ch != nil && (isDir || !r.inUpper && r.st.Nlink <= 1) {
-		ch.markRemoved()
+	if cn != nil && (isDir || !r.inUpper && r.st.Nlink <= 1) {
+		cn.markRemoved()
 	}
 	return 0
 }
