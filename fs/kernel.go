@@ -154,22 +154,15 @@ func (k *kernel) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.A
 	if in.Flags()&fuse.FUSE_GETATTR_FH != 0 {
 		h = k.handle(in.Fh())
 	}
-	borrowed := false
-	if h == nil {
+	if h == nil && n.dir == nil {
 		// The kernel does not always pass the handle (libfuse issue 62):
 		// an open file stays reachable through any of its handles after
-		// its name is gone.
+		// its name is gone. (Directories have none.)
 		h = k.anyOpen(n)
-		borrowed = h != nil
 	}
-	errno := n.Getattr(h, out)
-	if errno == syscall.EBADF && borrowed {
-		errno = n.Getattr(nil, out) // released meanwhile
-	}
-	if errno != 0 {
+	if errno := n.Getattr(h, out); errno != 0 {
 		return status(errno)
 	}
-	out.Ino = n.ino
 	out.Mode = out.Mode&0o7777 | n.fileType()
 	setBlocks(&out.Attr)
 	if out.Timeout() == 0 {

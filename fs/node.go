@@ -218,10 +218,14 @@ func (n *node) isMerged() bool {
 	return len(n.dir.lowers) > 1
 }
 
-// Getattr reads the node's attributes, through h if it is open.
+// Getattr reads the node's attributes, through h if it is open. A handle
+// released meanwhile (one GETATTR borrowed, see kernel.GetAttr) answers
+// EBADF: then by path.
 func (n *node) Getattr(h *fileHandle, out *fuse.AttrOut) syscall.Errno {
 	if h != nil {
-		return h.getattr(out)
+		if errno := h.getattr(out); errno != syscall.EBADF {
+			return errno
+		}
 	}
 	var st unix.Stat_t
 	if err := n.lstat(&st); err != nil {
