@@ -185,43 +185,36 @@ func (k *kernel) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.A
 	return status(errno)
 }
 
-func (k *kernel) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
-	dir, st := k.dirNode(in.NodeId)
+// made answers a request that makes entry name in directory id with mk.
+func (k *kernel) made(id uint64, name string, out *fuse.EntryOut, mk func(dir *node) (*node, syscall.Errno)) fuse.Status {
+	dir, st := k.dirNode(id)
 	if !st.Ok() {
 		return st
 	}
-	child, errno := dir.Mknod(&in.Caller, name, in.Mode, in.Rdev, out)
+	child, errno := mk(dir)
 	if errno != 0 {
 		return status(errno)
 	}
 	k.entryOut(dir, name, child, out)
 	return fuse.OK
+}
+
+func (k *kernel) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	return k.made(in.NodeId, name, out, func(dir *node) (*node, syscall.Errno) {
+		return dir.Mknod(&in.Caller, name, in.Mode, in.Rdev, out)
+	})
 }
 
 func (k *kernel) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
-	dir, st := k.dirNode(in.NodeId)
-	if !st.Ok() {
-		return st
-	}
-	child, errno := dir.Mkdir(&in.Caller, name, in.Mode, out)
-	if errno != 0 {
-		return status(errno)
-	}
-	k.entryOut(dir, name, child, out)
-	return fuse.OK
+	return k.made(in.NodeId, name, out, func(dir *node) (*node, syscall.Errno) {
+		return dir.Mkdir(&in.Caller, name, in.Mode, out)
+	})
 }
 
 func (k *kernel) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
-	dir, st := k.dirNode(h.NodeId)
-	if !st.Ok() {
-		return st
-	}
-	child, errno := dir.Symlink(&h.Caller, target, name, out)
-	if errno != 0 {
-		return status(errno)
-	}
-	k.entryOut(dir, name, child, out)
-	return fuse.OK
+	return k.made(h.NodeId, name, out, func(dir *node) (*node, syscall.Errno) {
+		return dir.Symlink(&h.Caller, target, name, out)
+	})
 }
 
 func (k *kernel) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
