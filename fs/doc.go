@@ -39,7 +39,7 @@
 // Requests are served on go-fuse's raw API (kernel): the server keeps its
 // own table of the nodes the kernel holds, by FUSE node ID, each with its
 // lookup count, parent and name (tree.go), at 128 bytes a node plus about
-// 50 for its table entry and its name in the parent's children map. A node
+// 60 for its table entry and its name in the parent's children map. A node
 // leaves the tree when the kernel forgets it, unless it is a directory
 // with children the kernel still holds. Two names lead to one node only
 // for files with several links (kernel.shared).

@@ -14,7 +14,7 @@ import "slices"
 // children map and slice per directory): 66 MB for the 200,000 inodes an
 // `ls -lR` of a big tree leaves the kernel holding. Here a node is 128
 // bytes with its tree fields, the node-ID table 8 bytes an entry and a
-// directory's children map about 40 bytes a name.
+// directory's children map about 55 bytes a name.
 
 // ident is a file's identity in the union: its inode number and generation.
 type ident struct{ ino, gen uint64 }
