@@ -234,7 +234,7 @@ func (n *node) chownNew(caller *fuse.Caller, dirfd int, name string) error {
 	if n.u.euid != 0 {
 		return nil
 	}
-	if caller == nil || caller.Uid == uint32(n.u.euid) && caller.Gid == uint32(n.u.egid) {
+	if caller.Uid == uint32(n.u.euid) && caller.Gid == uint32(n.u.egid) {
 		return nil // created with the caller's owner already
 	}
 	gid := int(caller.Gid)
@@ -292,7 +292,7 @@ func (n *node) Tmpfile(caller *fuse.Caller, flags, mode uint32, out *fuse.EntryO
 		return nil, nil, 0, toErrno(err)
 	}
 	r := &resolved{inUpper: true}
-	if caller != nil && n.u.euid == 0 {
+	if n.u.euid == 0 {
 		err = unix.Fchown(fd, int(caller.Uid), int(caller.Gid))
 	}
 	if err == nil {
