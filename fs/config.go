@@ -25,7 +25,10 @@ type Config struct {
 	// NoPassthrough serves all file data through the server even where the
 	// kernel could read the layers directly.
 	NoPassthrough bool
-	Volumes       []Volume // host directories bind-mounted into the union
+	// NoRing keeps requests on /dev/fuse even where the kernel offers FUSE
+	// over io_uring (Linux 6.14+, fuse.enable_uring=1).
+	NoRing  bool
+	Volumes []Volume // host directories bind-mounted into the union
 	// KernelFlags are nosuid, nodev, noexec or their opposites, for mount(2).
 	KernelFlags []string
 	FsName      string // the mount's source, as mount(8) shows it

@@ -43,6 +43,13 @@ type kernel struct {
 	bmu       sync.Mutex
 	backing   map[*node]*backing // passthrough backing files by node
 	noBacking bool               // the kernel refused one: do not ask again
+
+	// ringOpts is set when the mount asked for FUSE over io_uring; Init
+	// then starts ring (or leaves why it could not in ringErr).
+	ringOpts *fuse.MountOptions
+	ring     *ringServer
+	ringErr  error
+	logf     func(format string, args ...any)
 }
 
 var _ fuse.RawFileSystem = (*kernel)(nil)
@@ -75,7 +82,20 @@ func (k *kernel) String() string { return "unionfs" }
 // Init runs when INIT has been answered, before any other request is read.
 func (k *kernel) Init(s *fuse.Server) {
 	k.server = s
+	if k.ringOpts != nil && s.KernelSettings().Flags64()&fuse.CAP_OVER_IO_URING != 0 {
+		// The kernel holds every request until the ring is complete.
+		k.ringErr = k.startRing(s)
+	}
 	close(k.inited)
+}
+
+func (k *kernel) startRing(s *fuse.Server) error {
+	dev, err := fuseDevFd()
+	if err != nil {
+		return err
+	}
+	k.ring, err = startRing(dev, k, k.ringOpts, s.KernelSettings(), k.logf)
+	return err
 }
 
 func (k *kernel) OnUnmount() { k.root.forgotten() }

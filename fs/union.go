@@ -122,6 +122,12 @@ func Mount(cfg Config) (*Server, error) {
 		opts.Options = append(opts.Options, "ro")
 	}
 	k := u.k
+	k.logf = u.log.Printf
+	if !cfg.NoRing && uringEnabled() {
+		opts.ExtraCapabilities |= fuse.CAP_OVER_IO_URING
+		ringOpts := opts
+		k.ringOpts = &ringOpts
+	}
 	server, err := fuse.NewServer(k, cfg.Mountpoint, &opts)
 	if err != nil {
 		u.close()
@@ -143,7 +149,33 @@ func Mount(cfg Config) (*Server, error) {
 		u.close()
 		return nil, fmt.Errorf("mount %s: the kernel closed the connection before INIT", cfg.Mountpoint)
 	}
+	if k.ringErr != nil {
+		server.Unmount()
+		<-served
+		if k.ring != nil {
+			k.ring.Wait()
+		}
+		u.close()
+		return nil, fmt.Errorf("mount %s: %w (-o noio_uring mounts without io_uring)", cfg.Mountpoint, k.ringErr)
+	}
 	return &Server{Server: server, u: u}, nil
+}
+
+// Wait returns once the mount is gone and every request is answered.
+func (s *Server) Wait() {
+	s.Server.Wait()
+	if r := s.u.k.ring; r != nil {
+		r.Wait()
+	}
+}
+
+// Transport is how the kernel sends the mount's requests: "io_uring" or
+// "/dev/fuse".
+func (s *Server) Transport() string {
+	if s.u.k.ring != nil {
+		return "io_uring"
+	}
+	return "/dev/fuse"
 }
 
 // Protocol is the FUSE protocol version the kernel offered, as "7.41".

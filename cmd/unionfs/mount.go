@@ -144,6 +144,7 @@ func baseConfig(f *mountFlags, pos []string) (parsedConfig, []string, error) {
 	cfg.AllowOther = o.allowOther
 	cfg.Debug = o.debug || f.debug
 	cfg.NoPassthrough = o.noPassthrough
+	cfg.NoRing = o.noRing
 	cfg.KernelFlags = o.kernelFlags
 	cfg.volumeSpecs = o.volumes
 	return cfg, o.warnings, nil

@@ -17,6 +17,7 @@ type mountOpts struct {
 	defaultPermissions bool
 	debug              bool
 	noPassthrough      bool
+	noRing             bool
 	kernelFlags        []string // nosuid, nodev, noexec and their opposites, for mount(2)
 	volumes            []string // SRC:DST[:ro] specs, escapes kept
 	warnings           []string // unknown options: reported once and ignored
@@ -101,6 +102,8 @@ func (o *mountOpts) set(entry string) error {
 		o.debug = true
 	case key == "nopassthrough" && !hasVal:
 		o.noPassthrough = true
+	case key == "noio_uring" && !hasVal:
+		o.noRing = true
 	case kernelFlagOptions[key] && !hasVal:
 		o.kernelFlags = append(o.kernelFlags, key)
 	case ignoredOptions[key] || strings.HasPrefix(key, "x-"):
