@@ -13,9 +13,14 @@ all: build
 build: ## build bin/unionfs
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/unionfs
 
+URING    := /sys/module/fuse/parameters/enable_uring
+
 test: ## run every test: unit, end-to-end mounts, conformance, kernel-overlayfs oracle
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+	@# Mounts use FUSE over io_uring where the kernel offers it: run the
+	@# end-to-end suite once more on /dev/fuse.
+	if grep -qx Y $(URING) 2>/dev/null; then UNIONFS_TEST_NOIOURING=1 $(GO) test -count=1 -timeout 20m ./test/; fi
 
 test-short: ## the tests that need no mount and no root (quick, for a laptop)
 	$(GO) test -count=1 -short ./...

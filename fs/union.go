@@ -123,7 +123,7 @@ func Mount(cfg Config) (*Server, error) {
 	}
 	k := u.k
 	k.logf = u.log.Printf
-	if !cfg.NoRing && uringEnabled() {
+	if !cfg.NoRing && RingAvailable() {
 		opts.ExtraCapabilities |= fuse.CAP_OVER_IO_URING
 		ringOpts := opts
 		k.ringOpts = &ringOpts

@@ -84,9 +84,12 @@ type ringParams struct {
 	cqOff                                                                  [10]uint32 // head tail ring_mask ring_entries overflow cqes flags resv1 user_addr
 }
 
-// uringEnabled reports whether the kernel lets FUSE servers use io_uring
-// and this process can set one up with the entry size FUSE needs.
-func uringEnabled() bool {
+// RingAvailable reports whether the kernel lets FUSE servers use io_uring
+// (the fuse module's enable_uring parameter) and this process can set one
+// up with the entry size FUSE needs. A mount then uses it unless
+// Config.NoRing is set; the kernel must also be 6.14 or later, which INIT
+// tells.
+func RingAvailable() bool {
 	b, err := os.ReadFile("/sys/module/fuse/parameters/enable_uring")
 	if err != nil || strings.TrimSpace(string(b)) != "Y" {
 		return false
@@ -393,7 +396,19 @@ func (t *ringThread) setup() error {
 			t.cpu = -1 // serve unpinned
 		}
 	}
-	n := len(t.qids) * entriesPerQueue
+	// The thread's own CPU gets entriesPerQueue entries; a queue of a CPU
+	// the process does not run on gets one, enough for the ring to be
+	// complete (a machine may list hundreds of possible CPUs).
+	perQueue := func(qid int) int {
+		if qid == t.qids[0] {
+			return entriesPerQueue
+		}
+		return 1
+	}
+	n := 0
+	for _, qid := range t.qids {
+		n += perQueue(qid)
+	}
 	size := uint32(1)
 	for size < uint32(2*n+2) {
 		size <<= 1
@@ -412,7 +427,7 @@ func (t *ringThread) setup() error {
 	t.evfd = fd
 	t.armEventfd()
 	for _, qid := range t.qids {
-		for range entriesPerQueue {
+		for range perQueue(qid) {
 			e, err := t.s.newEnt(uint16(qid))
 			if err != nil {
 				return err

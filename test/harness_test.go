@@ -39,6 +39,11 @@ func skipOrFail(t testing.TB, format string, args ...any) {
 	t.Skip(msg)
 }
 
+// noRingEnv set makes every mountUnion mount with -o noio_uring: `make
+// test` runs this package once more with it where the kernel offers FUSE
+// over io_uring, so that both transports run the suite.
+const noRingEnv = "UNIONFS_TEST_NOIOURING"
+
 // requireFUSE stops the test unless this process can mount a FUSE
 // filesystem: /dev/fuse opens read-write, and we are root or have the
 // setuid fusermount3 helper.
@@ -235,6 +240,9 @@ func mountUnionAt(t testing.TB, mnt string, args ...string) {
 	mnt = resolvePath(t, mnt)
 
 	argv := append(append([]string{"mount"}, args...), mnt)
+	if os.Getenv(noRingEnv) != "" {
+		argv = append(append([]string{"mount", "-o", "noio_uring"}, args...), mnt)
+	}
 	res, err := runCommand(commandTimeout, bin, argv...)
 	if err != nil || res.exit != 0 {
 		// A mount that timed out or failed late may still be live.

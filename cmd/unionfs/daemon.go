@@ -48,8 +48,11 @@ type mountRecord struct {
 	Mounts     []mountVolume `json:"Mounts"`
 	LogFile    string        `json:"LogFile,omitempty"`
 	// FUSEProtocol is the version the kernel offered at INIT.
-	FUSEProtocol string    `json:"FUSEProtocol,omitempty"`
-	Started      time.Time `json:"StartedAt"`
+	FUSEProtocol string `json:"FUSEProtocol,omitempty"`
+	// FUSETransport is how requests reach the server: "io_uring" or
+	// "/dev/fuse".
+	FUSETransport string    `json:"FUSETransport,omitempty"`
+	Started       time.Time `json:"StartedAt"`
 }
 
 // mountVolume is one volume of a mount, in the shape of docker inspect's
@@ -282,7 +285,7 @@ func serve(cfg ufs.Config, vols []mountVolume, args []string, image string) erro
 		Mountpoint: cfg.Mountpoint, PID: os.Getpid(), Lowers: cfg.Lowers, Upper: cfg.Upper,
 		Workdir: cmp.Or(cfg.Workdir, srv.Workdir()), ReadOnly: cfg.ReadOnly || cfg.Upper == "", LogFile: logFile,
 		Started: time.Now().UTC(), Mounts: vols, Options: args,
-		FUSEProtocol: srv.Protocol(), Image: image,
+		FUSEProtocol: srv.Protocol(), FUSETransport: srv.Transport(), Image: image,
 	}
 	if rec.Mounts == nil {
 		rec.Mounts = []mountVolume{}

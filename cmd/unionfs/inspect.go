@@ -132,6 +132,7 @@ type infoReport struct {
 	Mounts              int               `json:"Mounts"`
 	UpperFilesystems    map[string]string `json:"UpperFilesystems"`
 	PassthroughCapable  bool              `json:"PassthroughCapable"`
+	IOURingAvailable    bool              `json:"IOURingAvailable"`
 	ReflinksAvailable   bool              `json:"ReflinksAvailable"`
 	RuntimeDir          string            `json:"RuntimeDir"`
 	FusermountAvailable bool              `json:"FusermountAvailable"`
@@ -185,6 +186,7 @@ func infoCmd(args []string) error {
 		}
 	}
 	r.PassthroughCapable = passthroughCapable(r.Kernel)
+	r.IOURingAvailable = ufs.RingAvailable()
 	r.ReflinksAvailable = reflinksWork(root)
 	_, err := findFusermount()
 	r.FusermountAvailable = err == nil
@@ -208,6 +210,11 @@ func infoCmd(args []string) error {
 		fmt.Printf("  upper %s: %s\n", u, t)
 	}
 	fmt.Printf("Passthrough capable:  %v\n", r.PassthroughCapable)
+	if r.IOURingAvailable {
+		fmt.Printf("FUSE over io_uring:   available\n")
+	} else {
+		fmt.Printf("FUSE over io_uring:   not available (Linux 6.14+; as root: echo Y > /sys/module/fuse/parameters/enable_uring)\n")
+	}
 	fmt.Printf("Reflinks available:   %v\n", r.ReflinksAvailable)
 	fmt.Printf("fusermount3:          %v\n", r.FusermountAvailable)
 	fmt.Printf("Runtime dir:          %s\n", r.RuntimeDir)
