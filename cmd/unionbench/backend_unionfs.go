@@ -8,12 +8,20 @@ import (
 	"strings"
 )
 
-// unionfsBin is the unionfs binary under test.
+// unionfsBin is the unionfs binary under test. The run turns FUSE over
+// io_uring on where the kernel has it (see enableRing); noRing measures
+// the same binary on /dev/fuse (-o noio_uring) beside it.
 type unionfsBin struct {
-	path string
+	path   string
+	noRing bool
 }
 
-func (unionfsBin) name() string { return "unionfs" }
+func (u unionfsBin) name() string {
+	if u.noRing {
+		return "unionfs-devfuse"
+	}
+	return "unionfs"
+}
 
 func (u unionfsBin) available() error {
 	if err := executable(u.path); err != nil {
@@ -27,6 +35,9 @@ func (u unionfsBin) mount(ctx context.Context, s stack, sc scratch) (*mounted, e
 	args := []string{u.path, "mount", "--log-file", logFile, "-l", strings.Join(s.lowers, ":")}
 	if s.writable {
 		args = append(args, "-u", sc.upper, "-w", sc.work)
+	}
+	if u.noRing {
+		args = append(args, "-o", "noio_uring")
 	}
 	// It returns once the mount is live and the server runs in the background.
 	if _, err := command(ctx, "", nil, append(args, sc.mnt)...); err != nil {
@@ -58,4 +69,22 @@ func withLog(err error, logFile string) error {
 		return fmt.Errorf("%w (server log: %s)", err, last)
 	}
 	return err
+}
+
+const enableURing = "/sys/module/fuse/parameters/enable_uring"
+
+// enableRing turns FUSE over io_uring on for the run, where the kernel has
+// it (Linux 6.14+), and returns what puts the setting back and a line for
+// the report.
+func enableRing() (restore func(), note string) {
+	old, err := os.ReadFile(enableURing)
+	if err != nil {
+		return func() {}, "no FUSE over io_uring in this kernel: requests over /dev/fuse"
+	}
+	was := strings.TrimSpace(string(old))
+	if err := os.WriteFile(enableURing, []byte("Y"), 0); err != nil {
+		return func() {}, fmt.Sprintf("cannot turn on FUSE over io_uring (%v): requests over /dev/fuse", err)
+	}
+	note = "requests over FUSE over io_uring (`fuse.enable_uring`, " + was + " before the run, Y during it)"
+	return func() { os.WriteFile(enableURing, []byte(was), 0) }, note
 }

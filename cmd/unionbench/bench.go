@@ -41,7 +41,10 @@ func bench(ctx context.Context, opt options, stdout, stderr io.Writer) error {
 		ri.fixtureTime = 0 // reused, only checked
 	}
 
-	for _, b := range []backend{newPlainDir(), kernelOverlay{}, fuseOverlayfs{}, unionfsBin{path: opt.unionfs}} {
+	restoreRing, ringNote := enableRing()
+	defer restoreRing()
+	ri.ringNote = ringNote
+	for _, b := range []backend{newPlainDir(), kernelOverlay{}, fuseOverlayfs{}, unionfsBin{path: opt.unionfs}, unionfsBin{path: opt.unionfs, noRing: true}} {
 		if opt.backends != nil && !opt.backends[b.name()] {
 			continue
 		}

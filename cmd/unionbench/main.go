@@ -56,7 +56,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fl.IntVar(&o.runs, "runs", 0, "repetitions per workload and backend (default 3)")
 	fl.StringVar(&o.out, "out", "", "also write the report to `file`")
 	only := fl.String("only", "", "run only the workloads whose name matches `regexp` (stat-tree, layers-N, seqread, copyup, untar, rm-tree, mount-time, smallwrite, memory)")
-	backends := fl.String("backends", "", "comma-separated `list` of backends to run (plain, overlay, fuse-overlayfs, unionfs; default all)")
+	backends := fl.String("backends", "", "comma-separated `list` of backends to run (plain, overlay, fuse-overlayfs, unionfs, unionfs-devfuse; default all)")
 	fl.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fl.PrintDefaults()
@@ -79,10 +79,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		o.backends = map[string]bool{}
 		for _, b := range strings.Split(*backends, ",") {
 			switch b = strings.TrimSpace(b); b {
-			case "plain", "overlay", "fuse-overlayfs", "unionfs":
+			case "plain", "overlay", "fuse-overlayfs", "unionfs", "unionfs-devfuse":
 				o.backends[b] = true
 			default:
-				return o, fmt.Errorf("-backends: unknown backend %q (want plain, overlay, fuse-overlayfs or unionfs)", b)
+				return o, fmt.Errorf("-backends: unknown backend %q (want plain, overlay, fuse-overlayfs, unionfs or unionfs-devfuse)", b)
 			}
 		}
 	}

@@ -25,6 +25,7 @@ type runInfo struct {
 	fixtureTime time.Duration // spent building fixtures, 0 if all reused
 	interrupted bool
 	notes       []string
+	ringNote    string // how unionfs got its requests
 }
 
 // renderReport writes the Markdown report: the machine, the medians and
@@ -79,11 +80,11 @@ func renderRatios(b *bytes.Buffer, res *results, ri runInfo) {
 	if !full {
 		b.WriteString(" The issue's targets are for the full sizes; run without -quick to compare.")
 	}
-	b.WriteString("\n\n| workload | unionfs / overlay | unionfs / fuse-overlayfs | fuse-overlayfs / overlay |")
+	b.WriteString("\n\n| workload | unionfs / overlay | unionfs / fuse-overlayfs | fuse-overlayfs / overlay | unionfs-devfuse / overlay |")
 	if full {
 		b.WriteString(" target: unionfs / overlay |")
 	}
-	b.WriteString("\n|---|---:|---:|---:|")
+	b.WriteString("\n|---|---:|---:|---:|---:|")
 	if full {
 		b.WriteString("---:|")
 	}
@@ -93,7 +94,7 @@ func renderRatios(b *bytes.Buffer, res *results, ri runInfo) {
 			continue
 		}
 		fmt.Fprintf(b, "| %s |", cellText(m.label))
-		for _, pair := range [][2]string{{"unionfs", "overlay"}, {"unionfs", "fuse-overlayfs"}, {"fuse-overlayfs", "overlay"}} {
+		for _, pair := range [][2]string{{"unionfs", "overlay"}, {"unionfs", "fuse-overlayfs"}, {"fuse-overlayfs", "overlay"}, {"unionfs-devfuse", "overlay"}} {
 			if x, ok := res.ratio(m, pair[0], pair[1]); ok {
 				fmt.Fprintf(b, " %.2f |", x)
 			} else {
@@ -140,7 +141,7 @@ func machineRows(ri runInfo) [][2]string {
 		{"mode", fmt.Sprintf("%s: %d runs", ri.sz.mode, ri.sz.runs)},
 	}
 	for _, bk := range ri.backends {
-		rows = append(rows, [2]string{bk.name(), describeBackend(bk)})
+		rows = append(rows, [2]string{bk.name(), describeBackend(bk, ri)})
 	}
 	wall := fmt.Sprintf("%v", ri.wall.Round(time.Second))
 	if ri.fixtureTime > time.Second {
@@ -149,7 +150,7 @@ func machineRows(ri runInfo) [][2]string {
 	return append(rows, [2]string{"wall time", wall})
 }
 
-func describeBackend(b backend) string {
+func describeBackend(b backend, ri runInfo) string {
 	switch b := b.(type) {
 	case *plainDir:
 		return "the workload on an ordinary directory (for writes, a fresh copy)"
@@ -158,7 +159,10 @@ func describeBackend(b backend) string {
 	case fuseOverlayfs:
 		return linesWith(exec.Command("fuse-overlayfs", "--version"), "fuse-overlayfs:", "FUSE library") + ", default options"
 	case unionfsBin:
-		return fmt.Sprintf("%s (`%s`)", linesWith(exec.Command(b.path, "version"), "unionfs"), b.path)
+		if b.noRing {
+			return "the same unionfs with `-o noio_uring`: requests over /dev/fuse"
+		}
+		return fmt.Sprintf("%s (`%s`), %s", linesWith(exec.Command(b.path, "version"), "unionfs"), b.path, ri.ringNote)
 	}
 	return ""
 }
