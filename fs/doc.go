@@ -44,6 +44,18 @@
 // with children the kernel still holds. Two names lead to one node only
 // for files with several links (kernel.shared).
 //
+// # Transports
+//
+// Requests come over /dev/fuse, read by go-fuse's loop, or, where the
+// kernel offers FUSE over io_uring (uring.go), from ring entries: one
+// queue per CPU, served by a thread pinned to that CPU, which answers on
+// the spot what cannot wait on the disk for long and hands the rest
+// (data, fsync, copy-ups) to goroutines. go-fuse's ProtocolServer parses
+// the ring's requests into the same RawFileSystem calls, so the handlers
+// do not know the transport; FORGET and INTERRUPT stay on /dev/fuse.
+// Because a queue thread runs its handlers one at a time, a handler must
+// never wait for another request to be answered.
+//
 // # Directories
 //
 // The kernel opens directories without asking (the first OPENDIR is
