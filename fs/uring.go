@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -219,7 +221,6 @@ type ringEnt struct {
 	qid     uint16
 	hdr     []byte
 	payload []byte
-	mem     []byte
 	iov     [2]unix.Iovec
 	unique  uint64 // the request it holds
 	dead    bool
@@ -232,6 +233,7 @@ type ringThread struct {
 	qids []int
 	r    *ring
 	ents []*ringEnt
+	mem  []byte // the entries' buffers
 	live int
 
 	evfd  int
@@ -314,18 +316,25 @@ func startRing(dev int, k *kernel, opts *fuse.MountOptions, in *fuse.InitIn, log
 }
 
 // fuseDevFd finds the /dev/fuse descriptor go-fuse serves the mount on
-// (it does not export it); the process has no other.
+// (it does not export it); the process has no other. go-fuse opens it
+// after the layers, so it is looked for from the highest number down.
 func fuseDevFd() (int, error) {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return -1, err
 	}
+	var fds []int
 	for _, e := range ents {
-		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && target == "/dev/fuse" {
-			var fd int
-			if _, err := fmt.Sscanf(e.Name(), "%d", &fd); err == nil {
-				return fd, nil
-			}
+		if fd, err := strconv.Atoi(e.Name()); err == nil {
+			fds = append(fds, fd)
+		}
+	}
+	slices.Sort(fds)
+	for _, fd := range slices.Backward(fds) {
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFCHR &&
+			unix.Major(st.Rdev) == 10 && unix.Minor(st.Rdev) == 229 {
+			return fd, nil
 		}
 	}
 	return -1, errors.New("io_uring: no /dev/fuse descriptor found")
@@ -426,17 +435,19 @@ func (t *ringThread) setup() error {
 	}
 	t.evfd = fd
 	t.armEventfd()
+	if t.ents, err = t.newEnts(n); err != nil {
+		return err
+	}
+	i := 0
 	for _, qid := range t.qids {
 		for range perQueue(qid) {
-			e, err := t.s.newEnt(uint16(qid))
-			if err != nil {
-				return err
-			}
-			t.ents = append(t.ents, e)
+			e := t.ents[i]
+			e.qid = uint16(qid)
 			s := t.r.sqe()
-			t.cmd(s, fuseURingRegister, len(t.ents)-1, 0, e.qid)
+			t.cmd(s, fuseURingRegister, i, 0, e.qid)
 			le.PutUint64(s[16:], uint64(uintptr(unsafe.Pointer(&e.iov[0]))))
 			le.PutUint32(s[24:], 2)
+			i++
 		}
 	}
 	t.live = len(t.ents)
@@ -458,18 +469,28 @@ func (t *ringThread) setup() error {
 	}
 }
 
-func (s *ringServer) newEnt(qid uint16) (*ringEnt, error) {
+// newEnts maps the buffers of n entries at once: for each, a page for
+// its header and the payload buffer after it. Pages are touched only as
+// requests use them.
+func (t *ringThread) newEnts(n int) ([]*ringEnt, error) {
 	page := os.Getpagesize()
-	mem, err := unix.Mmap(-1, 0, page+s.payload, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	size := page + t.s.payload
+	mem, err := unix.Mmap(-1, 0, n*size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		return nil, fmt.Errorf("io_uring buffers: %w", err)
 	}
-	e := &ringEnt{qid: qid, mem: mem, hdr: mem[:ringHeaderSize], payload: mem[page:]}
-	e.iov[0] = unix.Iovec{Base: &e.hdr[0]}
-	e.iov[0].SetLen(len(e.hdr))
-	e.iov[1] = unix.Iovec{Base: &e.payload[0]}
-	e.iov[1].SetLen(len(e.payload))
-	return e, nil
+	t.mem = mem
+	ents := make([]*ringEnt, n)
+	for i := range ents {
+		b := mem[i*size : (i+1)*size]
+		e := &ringEnt{hdr: b[:ringHeaderSize], payload: b[page:]}
+		e.iov[0] = unix.Iovec{Base: &e.hdr[0]}
+		e.iov[0].SetLen(len(e.hdr))
+		e.iov[1] = unix.Iovec{Base: &e.payload[0]}
+		e.iov[1].SetLen(len(e.payload))
+		ents[i] = e
+	}
+	return ents, nil
 }
 
 // cmd fills a FUSE uring command for entry i.
@@ -584,8 +605,8 @@ func (t *ringThread) release() {
 	if t.evfd >= 0 {
 		unix.Close(t.evfd)
 	}
-	for _, e := range t.ents {
-		unix.Munmap(e.mem)
+	if t.mem != nil {
+		unix.Munmap(t.mem)
 	}
 }
 
