@@ -2064,3 +2064,50 @@ func TestCLIMountpointInsideLower(t *testing.T) {
 		t.Fatalf("readdir of a union mounted inside its own lower hung for 10s: the server deadlocked on its own mount (FUSE connection aborted to recover)")
 	}
 }
+
+// TestCLIDaemonProcessGroup: the background server leads a process group
+// of its own, so the terminal's job-control signals do not reach it, but
+// stays in its caller's session, so that the scheduler groups it with the
+// clients started from there (autogroup: a FUSE server in another group
+// pays a cross-CPU wake-up on many requests); and a hang-up does not
+// unmount it.
+func TestCLIDaemonProcessGroup(t *testing.T) {
+	t.Parallel()
+	requireFUSE(t)
+	s := newCLIStack(t)
+	mnt := cliNewMountpoint(t)
+	cliMountArgs(t, mnt, "mount", "-l", s.a, mnt)
+	out, _, exit := runUnionfs(t, "inspect", mnt)
+	var rec struct{ Pid int }
+	if exit != 0 || json.Unmarshal([]byte(out), &rec) != nil || rec.Pid == 0 {
+		t.Fatalf("inspect: exit %d\n%s", exit, out)
+	}
+	pgid, err := unix.Getpgid(rec.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid, err := unix.Getsid(rec.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mySid, err := unix.Getsid(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pgid != rec.Pid {
+		t.Errorf("server %d is in process group %d, want its own", rec.Pid, pgid)
+	}
+	if sid != mySid {
+		t.Errorf("server %d is in session %d, want its caller's %d", rec.Pid, sid, mySid)
+	}
+	if err := unix.Kill(rec.Pid, unix.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got, err := readString(filepath.Join(mnt, "only-a")); err != nil || got != "a" {
+		t.Errorf("after SIGHUP: read only-a: %q, %v", got, err)
+	}
+	if _, mounted := mountedFS(t, mnt); !mounted {
+		t.Errorf("after SIGHUP %s is no longer mounted", mnt)
+	}
+}
