@@ -1,10 +1,13 @@
 package fs
 
 import (
+	"errors"
+	"fmt"
 	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // kernel answers the FUSE requests of one mount, on go-fuse's raw API: it
@@ -46,10 +49,12 @@ type kernel struct {
 
 	// ringOpts is set when the mount asked for FUSE over io_uring; Init
 	// then starts ring (or leaves why it could not in ringErr).
-	ringOpts *fuse.MountOptions
-	ring     *ringServer
-	ringErr  error
-	logf     func(format string, args ...any)
+	ringOpts   *fuse.MountOptions
+	devsBefore map[int]bool // the process's /dev/fuse descriptors before this mount's
+	ringDev    int          // the ring's own descriptor of the mount's /dev/fuse; -1: none
+	ring       *ringServer
+	ringErr    error
+	logf       func(format string, args ...any)
 }
 
 var _ fuse.RawFileSystem = (*kernel)(nil)
@@ -72,6 +77,7 @@ func newKernel(root *node) *kernel {
 		files:         []*fileHandle{nil},
 		opens:         make(map[*node][]*fileHandle),
 		backing:       make(map[*node]*backing),
+		ringDev:       -1,
 	}
 	root.id, root.lookups = fuse.FUSE_ROOT_ID, 1
 	return k
@@ -90,15 +96,37 @@ func (k *kernel) Init(s *fuse.Server) {
 }
 
 func (k *kernel) startRing(s *fuse.Server) error {
-	dev, err := fuseDevFd()
-	if err != nil {
-		return err
+	// The ring gets a descriptor of its own, so that a number go-fuse
+	// closes and another mount reuses never carries this mount's replies.
+	dev := -1
+	for fd := range devFuseFds() {
+		if !k.devsBefore[fd] {
+			if dev >= 0 {
+				return errors.New("io_uring: cannot tell the mount's /dev/fuse descriptor")
+			}
+			dev = fd
+		}
 	}
+	if dev < 0 {
+		return errors.New("io_uring: the mount's /dev/fuse descriptor was not found")
+	}
+	dev, err := unix.FcntlInt(uintptr(dev), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("io_uring: dup /dev/fuse: %w", err)
+	}
+	k.ringDev = dev
 	k.ring, err = startRing(dev, k, k.ringOpts, s.KernelSettings(), k.logf)
 	return err
 }
 
-func (k *kernel) OnUnmount() { k.root.forgotten() }
+// OnUnmount runs when go-fuse's /dev/fuse readers stop. Ring requests may
+// still be answered then: with a ring, Server.Wait lets the root go once
+// the queue threads are done.
+func (k *kernel) OnUnmount() {
+	if k.ring == nil {
+		k.root.forgotten()
+	}
+}
 
 func status(errno syscall.Errno) fuse.Status { return fuse.Status(errno) }
 

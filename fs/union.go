@@ -128,7 +128,7 @@ func Mount(cfg Config) (*Server, error) {
 		ringOpts := opts
 		k.ringOpts = &ringOpts
 	}
-	server, err := fuse.NewServer(k, cfg.Mountpoint, &opts)
+	server, err := newServer(k, cfg.Mountpoint, &opts)
 	if err != nil {
 		u.close()
 		return nil, fmt.Errorf("mount %s: %w", cfg.Mountpoint, err)
@@ -150,12 +150,22 @@ func Mount(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("mount %s: the kernel closed the connection before INIT", cfg.Mountpoint)
 	}
 	if k.ringErr != nil {
-		server.Unmount()
-		<-served
-		if k.ring != nil {
-			k.ring.Wait()
+		// The kernel holds the mount's requests until the ring is
+		// complete, so a process that touched the mount meanwhile may keep
+		// it busy: detach it if it will not unmount, and do not wait
+		// for long. The process exits after this, and closing /dev/fuse
+		// ends the connection.
+		if err := server.Unmount(); err != nil {
+			detach(cfg.Mountpoint)
 		}
-		u.close()
+		select {
+		case <-served:
+			if k.ring != nil {
+				k.ring.Wait()
+			}
+			u.close()
+		case <-time.After(5 * time.Second):
+		}
 		return nil, fmt.Errorf("mount %s: %w (-o noio_uring mounts without io_uring)", cfg.Mountpoint, k.ringErr)
 	}
 	return &Server{Server: server, u: u}, nil
@@ -166,7 +176,27 @@ func (s *Server) Wait() {
 	s.Server.Wait()
 	if r := s.u.k.ring; r != nil {
 		r.Wait()
+		unix.Close(s.u.k.ringDev)
+		s.u.k.root.forgotten()
 	}
+}
+
+// mountMu keeps mounts of this process one at a time while a new mount
+// finds its /dev/fuse descriptor.
+var mountMu sync.Mutex
+
+// newServer mounts through go-fuse. With a ring, the mount's INIT (which
+// go-fuse answers inside NewServer, calling kernel.Init) finds the mount's
+// /dev/fuse descriptor as the one that was not open before (go-fuse does
+// not export it); mounts of this process wait for each other meanwhile.
+func newServer(k *kernel, mnt string, opts *fuse.MountOptions) (*fuse.Server, error) {
+	if k.ringOpts == nil {
+		return fuse.NewServer(k, mnt, opts)
+	}
+	mountMu.Lock()
+	defer mountMu.Unlock()
+	k.devsBefore = devFuseFds()
+	return fuse.NewServer(k, mnt, opts)
 }
 
 // Transport is how the kernel sends the mount's requests: "io_uring" or

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,6 +94,10 @@ type ringParams struct {
 func RingAvailable() bool {
 	b, err := os.ReadFile("/sys/module/fuse/parameters/enable_uring")
 	if err != nil || strings.TrimSpace(string(b)) != "Y" {
+		return false
+	}
+	// unix.CPUSet, for the threads' affinity, holds 1024 CPUs.
+	if n, err := possibleCPUs(); err != nil || n > 1024 {
 		return false
 	}
 	r, err := newRing(1, 0)
@@ -205,15 +209,14 @@ func (r *ring) cqe() (userData uint64, res int32, ok bool) {
 
 // ringServer serves a mount's requests over io_uring.
 type ringServer struct {
-	dev      int // a /dev/fuse descriptor of the connection
-	ps       *fuse.ProtocolServer
-	k        *kernel
-	payload  int // bytes of an entry's payload buffer
-	threads  []*ringThread
-	wg       sync.WaitGroup
-	closing  atomic.Bool
-	logf     func(format string, args ...any)
-	inflight sync.WaitGroup // offloaded requests
+	dev     int // a /dev/fuse descriptor of the connection
+	ps      *fuse.ProtocolServer
+	k       *kernel
+	payload int // bytes of an entry's payload buffer
+	threads []*ringThread
+	wg      sync.WaitGroup
+	closing atomic.Bool
+	logf    func(format string, args ...any)
 }
 
 // ringEnt is a registered entry: the kernel's buffers and their iovec.
@@ -241,6 +244,8 @@ type ringThread struct {
 	mu    sync.Mutex
 	done  []int // entries whose offloaded requests have their replies
 	fired bool  // evfd written since done was last taken
+
+	inflight sync.WaitGroup // this thread's offloaded requests
 
 	backlog []completion // completions seen while registering
 }
@@ -315,33 +320,30 @@ func startRing(dev int, k *kernel, opts *fuse.MountOptions, in *fuse.InitIn, log
 	return s, first
 }
 
-// fuseDevFd finds the /dev/fuse descriptor go-fuse serves the mount on
-// (it does not export it); the process has no other. go-fuse opens it
-// after the layers, so it is looked for from the highest number down.
-func fuseDevFd() (int, error) {
+// devFuseFds returns the process's /dev/fuse descriptors.
+func devFuseFds() map[int]bool {
+	fds := map[int]bool{}
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		return -1, err
+		return fds
 	}
-	var fds []int
 	for _, e := range ents {
-		if fd, err := strconv.Atoi(e.Name()); err == nil {
-			fds = append(fds, fd)
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
 		}
-	}
-	slices.Sort(fds)
-	for _, fd := range slices.Backward(fds) {
 		var st unix.Stat_t
 		if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFCHR &&
 			unix.Major(st.Rdev) == 10 && unix.Minor(st.Rdev) == 229 {
-			return fd, nil
+			fds[fd] = true
 		}
 	}
-	return -1, errors.New("io_uring: no /dev/fuse descriptor found")
+	return fds
 }
 
 // possibleCPUs is the number of queues the kernel expects:
-// num_possible_cpus(), from /sys/devices/system/cpu/possible ("0-3").
+// num_possible_cpus(), the count of CPUs in
+// /sys/devices/system/cpu/possible ("0-3", "0-3,8-11").
 func possibleCPUs() (int, error) {
 	b, err := os.ReadFile("/sys/devices/system/cpu/possible")
 	if err != nil {
@@ -353,14 +355,12 @@ func possibleCPUs() (int, error) {
 		if !found {
 			hi = lo
 		}
-		var l, h int
-		if _, err := fmt.Sscanf(lo, "%d", &l); err != nil {
-			return 0, fmt.Errorf("cpu/possible %q: %w", b, err)
+		l, err1 := strconv.Atoi(lo)
+		h, err2 := strconv.Atoi(hi)
+		if err1 != nil || err2 != nil || h < l {
+			return 0, fmt.Errorf("cpu/possible: %q", b)
 		}
-		if _, err := fmt.Sscanf(hi, "%d", &h); err != nil {
-			return 0, fmt.Errorf("cpu/possible %q: %w", b, err)
-		}
-		n = max(n, h+1)
+		n += h - l + 1
 	}
 	return n, nil
 }
@@ -393,7 +393,7 @@ func (t *ringThread) run(errs chan<- error) {
 	if err := t.loop(); err != nil && !t.s.closing.Load() {
 		t.s.logf("io_uring queue %v: %v", t.qids, err)
 	}
-	t.s.inflight.Wait()
+	t.inflight.Wait()
 	t.release()
 }
 
@@ -537,6 +537,15 @@ func (t *ringThread) loop() error {
 // ended, or the eventfd was written.
 func (t *ringThread) complete(ud uint64, res int32) {
 	if ud == evfdUserData {
+		if res < 0 && syscall.Errno(-res) != unix.EINTR {
+			if syscall.Errno(-res) != unix.ECANCELED {
+				t.s.logf("io_uring queue %v: eventfd read: %v", t.qids, syscall.Errno(-res))
+			}
+			if t.s.closing.Load() {
+				t.collect() // commit what is done, without reading again
+				return
+			}
+		}
 		t.collect()
 		return
 	}
@@ -561,9 +570,9 @@ func (t *ringThread) complete(ud uint64, res int32) {
 		t.commit(int(ud))
 		return
 	}
-	t.s.inflight.Add(1)
+	t.inflight.Add(1)
 	go func() {
-		defer t.s.inflight.Done()
+		defer t.inflight.Done()
 		t.s.serve(e)
 		t.mu.Lock()
 		t.done = append(t.done, int(ud))
@@ -645,8 +654,15 @@ func (s *ringServer) offload(e *ringEnt) bool {
 	switch op {
 	case opLookup, opGetattr, opReadlink, opGetxattr, opListxattr, opAccess, opStatfs,
 		opOpendir, opReleasedir, opReaddir, opReaddirplus, opRelease, opFlush,
-		opMkdir, opMknod, opSymlink, opCreate, opUnlink, opRmdir, opLseek, opInterrupt:
+		opMkdir, opMknod, opSymlink, opCreate, opLseek, opInterrupt, opPoll:
+		// POLL is answered ENOSYS at once (the kernel then stops asking);
+		// it comes from epoll_ctl, which Go's os.Open calls, with the
+		// epoll instance locked.
 		return false
+	case opUnlink, opRmdir:
+		// A removal waits for a copy-up of its entry running meanwhile,
+		// and for its whiteout to be on disk when it hides a lower entry.
+		return true
 	case opOpen:
 		// Opening a lower file for writing copies it up.
 		flags := le.Uint32(e.hdr[ringOpInOffset:])
@@ -698,6 +714,22 @@ const (
 	opAccess      = 34
 	opCreate      = 35
 	opInterrupt   = 36
+	opPoll        = 40
 	opReaddirplus = 44
 	opLseek       = 46
 )
+
+// detach unmounts mnt lazily (a mount whose ring failed, that a process
+// keeps busy).
+func detach(mnt string) {
+	if os.Geteuid() == 0 {
+		unix.Unmount(mnt, unix.MNT_DETACH)
+		return
+	}
+	for _, p := range []string{"fusermount3", "fusermount"} {
+		if path, err := exec.LookPath(p); err == nil {
+			exec.Command(path, "-u", "-z", mnt).Run()
+			return
+		}
+	}
+}
