@@ -62,8 +62,8 @@ func TestParseMountOptions(t *testing.T) {
 			want: mountOpts{lowers: []string{"/l"}, upper: "/u", workdir: "/w"}},
 		{name: "volume keeps its escapes", in: []string{`volume=/src\:x:/dst:ro,volume=/h:/c`},
 			want: mountOpts{volumes: []string{`/src\:x:/dst:ro`, "/h:/c"}}},
-		{name: "boolean options", in: []string{"ro,allow_other,default_permissions,debug,nopassthrough"},
-			want: mountOpts{readOnly: true, allowOther: true, defaultPermissions: true, debug: true, noPassthrough: true}},
+		{name: "boolean options", in: []string{"ro,allow_other,default_permissions,debug,nopassthrough,noio_uring"},
+			want: mountOpts{readOnly: true, allowOther: true, defaultPermissions: true, debug: true, noPassthrough: true, noRing: true}},
 		{name: "kernel flags in order", in: []string{"nosuid,nodev,noexec", "suid,dev,exec"},
 			want: mountOpts{kernelFlags: []string{"nosuid", "nodev", "noexec", "suid", "dev", "exec"}}},
 	}
@@ -211,9 +211,9 @@ func TestMountConfig(t *testing.T) {
 		},
 		{
 			name: "boolean and kernel options",
-			args: []string{"-o", "lowerdir=/l,ro,allow_other,nopassthrough,nosuid,nodev", "-o", "exec", "/mnt"},
+			args: []string{"-o", "lowerdir=/l,ro,allow_other,nopassthrough,noio_uring,nosuid,nodev", "-o", "exec", "/mnt"},
 			want: ufs.Config{Mountpoint: "/mnt", Lowers: []string{"/l"}, ReadOnly: true, AllowOther: true,
-				NoPassthrough: true, KernelFlags: []string{"nosuid", "nodev", "exec"}},
+				NoPassthrough: true, NoRing: true, KernelFlags: []string{"nosuid", "nodev", "exec"}},
 		},
 		{
 			name: "-o debug",
@@ -280,11 +280,11 @@ func TestMountConfig(t *testing.T) {
 				t.Errorf("Volumes = %+v, want %+v", cfg.Volumes, tt.vols)
 			}
 			type scalars struct {
-				Mountpoint, Upper, Workdir, FsName         string
-				ReadOnly, AllowOther, Debug, NoPassthrough bool
+				Mountpoint, Upper, Workdir, FsName                 string
+				ReadOnly, AllowOther, Debug, NoPassthrough, NoRing bool
 			}
 			s := func(c ufs.Config) scalars {
-				return scalars{c.Mountpoint, c.Upper, c.Workdir, c.FsName, c.ReadOnly, c.AllowOther, c.Debug, c.NoPassthrough}
+				return scalars{c.Mountpoint, c.Upper, c.Workdir, c.FsName, c.ReadOnly, c.AllowOther, c.Debug, c.NoPassthrough, c.NoRing}
 			}
 			if got, want := s(cfg), s(tt.want); got != want {
 				t.Errorf("config = %+v, want %+v", got, want)
