@@ -70,7 +70,7 @@ func (n *node) lowerIndex() (*lowerIndex, error) {
 	return x, nil
 }
 
-// hasUpper reports whether the directory exists in the upper.
+// hasUpper reports whether the node has an entry in the upper at its path.
 func (n *node) hasUpper() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()

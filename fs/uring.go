@@ -709,21 +709,15 @@ func (k *kernel) removalMayWait(dir uint64, name string) bool {
 	if c.dir != nil && c.dir.timesOnly.Load() {
 		return false // see remove: its whiteout need not be waited for
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.inUpper && c.lower.layer != nil
+	w := c.where()
+	return w.upper && w.lower.layer != nil
 }
 
 // inUpper reports whether node ID id has its own upper copy (or needs
 // none: a volume's files, a node the kernel no longer holds).
 func (k *kernel) inUpper(id uint64) bool {
 	n := k.node(id)
-	if n == nil {
-		return true
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.inUpper
+	return n == nil || n.hasUpper()
 }
 
 // FUSE opcodes the ring dispatch looks at (include/uapi/linux/fuse.h).
