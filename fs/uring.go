@@ -272,7 +272,7 @@ func startRing(dev int, k *kernel, opts *fuse.MountOptions, in *fuse.InitIn, log
 		dev:     dev,
 		ps:      ps,
 		k:       k,
-		payload: max(fuseMinReadBuffer, opts.MaxWrite, maxPages*page),
+		payload: max(fuseMinReadBuffer, maxPages*page), // maxPages*page >= MaxWrite
 		logf:    logf,
 	}
 	possible, err := possibleCPUs()
@@ -286,12 +286,9 @@ func startRing(dev int, k *kernel, opts *fuse.MountOptions, in *fuse.InitIn, log
 	// One thread per CPU this process may run on; the queues of the other
 	// possible CPUs (never asked through while they are offline or out of
 	// reach) go round-robin to those threads.
-	byCPU := map[int]*ringThread{}
 	for cpu := 0; cpu < possible; cpu++ {
 		if mine.IsSet(cpu) {
-			t := &ringThread{s: s, cpu: cpu, qids: []int{cpu}, evfd: -1}
-			byCPU[cpu] = t
-			s.threads = append(s.threads, t)
+			s.threads = append(s.threads, &ringThread{s: s, cpu: cpu, qids: []int{cpu}, evfd: -1})
 		}
 	}
 	if len(s.threads) == 0 {
@@ -299,7 +296,7 @@ func startRing(dev int, k *kernel, opts *fuse.MountOptions, in *fuse.InitIn, log
 	}
 	i := 0
 	for cpu := 0; cpu < possible; cpu++ {
-		if byCPU[cpu] == nil {
+		if !mine.IsSet(cpu) {
 			t := s.threads[i%len(s.threads)]
 			t.qids = append(t.qids, cpu)
 			i++
