@@ -156,7 +156,7 @@ func Mount(cfg Config) (*Server, error) {
 		// for long. The process exits after this, and closing /dev/fuse
 		// ends the connection.
 		if err := server.Unmount(); err != nil {
-			detach(cfg.Mountpoint)
+			UnmountLazy(cfg.Mountpoint)
 		}
 		select {
 		case <-served:

@@ -747,17 +747,18 @@ const (
 	opLseek       = 46
 )
 
-// detach unmounts mnt lazily (a mount whose ring failed, that a process
-// keeps busy).
-func detach(mnt string) {
+// UnmountLazy detaches mnt from the namespace now, leaving the mount to
+// end when its last user is gone: umount2(MNT_DETACH) as root,
+// `fusermount3 -u -z` otherwise.
+func UnmountLazy(mnt string) error {
 	if os.Geteuid() == 0 {
-		unix.Unmount(mnt, unix.MNT_DETACH)
-		return
+		return unix.Unmount(mnt, unix.MNT_DETACH)
 	}
-	for _, p := range []string{"fusermount3", "fusermount"} {
-		if path, err := exec.LookPath(p); err == nil {
-			exec.Command(path, "-u", "-z", mnt).Run()
-			return
+	path, err := exec.LookPath("fusermount3")
+	if err != nil {
+		if path, err = exec.LookPath("fusermount"); err != nil {
+			return err
 		}
 	}
+	return exec.Command(path, "-u", "-z", mnt).Run()
 }

@@ -315,7 +315,7 @@ func serve(cfg ufs.Config, vols []mountVolume, args []string, image string) erro
 		cfg.Logger.Printf("signal received: unmounting %s", cfg.Mountpoint)
 		if err := srv.Unmount(); err != nil {
 			cfg.Logger.Printf("unmount: %v; detaching lazily", err)
-			if err := unmountLazy(cfg.Mountpoint); err != nil {
+			if err := ufs.UnmountLazy(cfg.Mountpoint); err != nil {
 				cfg.Logger.Printf("lazy unmount: %v", err)
 			}
 		}
@@ -439,13 +439,6 @@ func unmount(mnt string) error {
 		return fmt.Errorf("unmount %s: %s", mnt, strings.TrimSpace(string(out)))
 	}
 	return nil
-}
-
-func unmountLazy(mnt string) error {
-	if os.Geteuid() == 0 {
-		return unix.Unmount(mnt, unix.MNT_DETACH)
-	}
-	return exec.Command(fusermount(), "-u", "-z", mnt).Run()
 }
 
 func fusermount() string {
